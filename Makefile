@@ -1,0 +1,29 @@
+# The CPU wheel keeps installs small; point TORCH_SPEC at another build (or leave it empty)
+# to use the torch you already have.
+PYTHON ?= python3
+VENV ?= .venv
+TORCH_SPEC ?= torch==2.13.0
+BIN := $(VENV)/bin
+
+.PHONY: install test test-all bench lint typecheck clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+
+install: $(BIN)/python
+	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/pip install -q "$(TORCH_SPEC)"; fi
+	$(BIN)/pip install -q -e ".[test]"
+
+# The README's test command.
+test: install
+	$(BIN)/python -m pytest -q
+
+bench: install
+	$(BIN)/python benchmarks/run_all.py
+
+typecheck: install
+	$(BIN)/python -m mypy
+
+clean:
+	rm -rf build dist *.egg-info .pytest_cache outputs multirun runs lightning_logs

@@ -1,0 +1,55 @@
+"""bz on PyTorch Lightning: bz's Trainer, plugins and metrics, with Lightning running the loop.
+
+Importing the package is cheap: torch and Lightning are imported the first time a name
+that needs them is used, so ``bz --help`` stays fast.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+from bz_lightning.context import PluginContext
+from bz_lightning.errors import BzCheckpointError, BzConfigError, BzError, BzPluginError, NonFiniteLossError
+from bz_lightning.stages import Stage
+
+__version__ = "0.1.0"
+
+# name -> module that defines it; imported on first access (PEP 562).
+_LAZY = {
+    "Trainer": "bz_lightning.trainer",
+    "TrainingResult": "bz_lightning.trainer",
+    "BzModule": "bz_lightning.module",
+    "LifecycleCallback": "bz_lightning.bridge",
+    "STAGE_HOOKS": "bz_lightning.bridge",
+    "find_latest_checkpoint_epoch": "bz_lightning.checkpointing",
+}
+
+__all__ = [
+    "Stage",
+    "PluginContext",
+    "BzError",
+    "BzConfigError",
+    "BzCheckpointError",
+    "BzPluginError",
+    "NonFiniteLossError",
+    *_LAZY,
+]
+
+if TYPE_CHECKING:
+    from bz_lightning.bridge import STAGE_HOOKS, LifecycleCallback
+    from bz_lightning.checkpointing import find_latest_checkpoint_epoch
+    from bz_lightning.module import BzModule
+    from bz_lightning.trainer import Trainer, TrainingResult
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bz_lightning' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

@@ -1,0 +1,327 @@
+"""``LifecycleCallback``: one Lightning callback that runs every bz plugin in bz's order.
+
+Lightning runs validation inside its training epoch and a sanity-check validation before
+the first one; bz plugins expect ``end_training_loop`` before ``start_validation_loop``
+and never see the sanity check. ``STAGE_HOOKS`` says which Lightning hook fires each
+stage; stages that share a hook fire in ``Stage`` order. Lightning calls every hook of
+every callback, so a single bridge for all plugins is far cheaper than one callback per
+plugin, and a stage no plugin implements costs one dict lookup.
+"""
+
+from __future__ import annotations
+
+import logging
+import traceback
+from collections.abc import Iterable, Mapping, Sequence
+from types import MappingProxyType
+from typing import TYPE_CHECKING, Any, Literal
+
+import lightning.pytorch as pl
+from lightning.pytorch.trainer.states import TrainerFn
+
+from bz_lightning.context import PluginContext
+from bz_lightning.errors import BzConfigError, BzPluginError
+from bz_lightning.plugins.base import Plugin, implemented_stages
+from bz_lightning.stages import Stage
+
+if TYPE_CHECKING:
+    from bz_lightning.module import BzModule, SplitStats
+
+__all__ = ["LifecycleCallback", "STAGE_HOOKS", "PluginFailure"]
+
+log = logging.getLogger(__name__)
+
+#: The Lightning ``Callback`` hook that fires each stage. ``end_training_loop`` fires at the
+#: first of its hooks that runs in an epoch: ``on_validation_start`` when the epoch
+#: validates, else ``on_train_epoch_end``.
+STAGE_HOOKS: Mapping[Stage, tuple[str, ...]] = MappingProxyType(
+    {
+        Stage.START_TRAINING_SESSION: ("on_train_start",),
+        Stage.LOAD_CHECKPOINT: ("on_train_start",),
+        Stage.START_EPOCH: ("on_train_epoch_start",),
+        Stage.START_TRAINING_LOOP: ("on_train_epoch_start",),
+        Stage.START_TRAINING_BATCH: ("on_train_batch_start",),
+        Stage.END_TRAINING_BATCH: ("on_train_batch_end",),
+        Stage.END_TRAINING_LOOP: ("on_validation_start", "on_train_epoch_end"),
+        Stage.START_VALIDATION_LOOP: ("on_validation_start",),
+        Stage.START_VALIDATION_BATCH: ("on_validation_batch_start",),
+        Stage.END_VALIDATION_BATCH: ("on_validation_batch_end",),
+        Stage.END_VALIDATION_LOOP: ("on_validation_end",),
+        Stage.SAVE_CHECKPOINT: ("on_train_epoch_end",),
+        Stage.END_EPOCH: ("on_train_epoch_end",),
+        Stage.END_TRAINING_SESSION: ("on_train_end",),
+    }
+)
+
+#: Lightning hook -> the stages it may fire, in firing order.
+_HOOK_STAGES: dict[str, tuple[Stage, ...]] = {}
+for _stage in Stage:
+    for _hook in STAGE_HOOKS[_stage]:
+        _HOOK_STAGES[_hook] = (*_HOOK_STAGES.get(_hook, ()), _stage)
+
+#: A plugin that fails this many times in a row is disabled.
+MAX_CONSECUTIVE_FAILURES = 5
+
+PluginErrorPolicy = Literal["log", "raise"]
+
+
+class PluginFailure:
+    """One failed plugin call, kept for the end-of-run summary."""
+
+    __slots__ = ("plugin", "stage", "epoch", "error", "traceback")
+
+    def __init__(self, plugin: str, stage: Stage, epoch: int, error: BaseException) -> None:
+        self.plugin = plugin
+        self.stage = stage
+        self.epoch = epoch
+        self.error = error
+        self.traceback = "".join(traceback.format_exception(error))
+
+    def __repr__(self) -> str:
+        return f"PluginFailure({self.plugin!r}, {self.stage.value!r}, epoch={self.epoch}, {self.error!r})"
+
+
+class LifecycleCallback(pl.Callback):
+    """Runs bz plugins from Lightning's hooks, in bz's stage order.
+
+    Add it to any ``lightning.Trainer`` that fits a ``BzModule``::
+
+        trainer = lightning.Trainer(callbacks=[LifecycleCallback([MyPlugin()])])
+
+    Args:
+        plugins: the plugins, called in this order at every stage.
+        hyperparameters: copied into ``context.hyperparameters``.
+        plugin_errors: ``"log"`` logs a failing plugin's traceback and goes on (a plugin
+            failing ``MAX_CONSECUTIVE_FAILURES`` times in a row is disabled); ``"raise"``
+            stops the run with ``BzPluginError``.
+        context: the ``PluginContext`` to fill (a new one by default).
+
+    ``context.should_stop_training`` set by any plugin stops training after the current
+    epoch's ``end_epoch``; under DDP the decision is shared by all processes.
+    """
+
+    def __init__(
+        self,
+        plugins: Iterable[Plugin] = (),
+        *,
+        hyperparameters: Mapping[str, Any] | None = None,
+        plugin_errors: PluginErrorPolicy = "log",
+        context: PluginContext | None = None,
+    ) -> None:
+        if plugin_errors not in ("log", "raise"):
+            raise BzConfigError(f"plugin_errors must be 'log' or 'raise', got {plugin_errors!r}")
+        self.plugins: list[Plugin] = []
+        self.context = context if context is not None else PluginContext()
+        if hyperparameters:
+            self.context.hyperparameters.update(hyperparameters)
+        self.plugin_errors = plugin_errors
+        self.failures: list[PluginFailure] = []
+        self.disabled: set[str] = set()
+        self._listeners: dict[Stage, list[Plugin]] = {stage: [] for stage in Stage}
+        self._consecutive_failures: dict[int, int] = {}
+        self._restored_epoch: int | None = None
+        self._training_loop_open = False
+        self._written_checkpoint: str | None = None
+        for plugin in plugins:
+            self.add_plugin(plugin)
+
+    # ------------------------------------------------------------------------- plugins
+    def add_plugin(self, plugin: Plugin) -> None:
+        """Register ``plugin``; it is called only at the stages its class implements."""
+        if not isinstance(plugin, Plugin):
+            raise BzConfigError(
+                f"plugins must be bz_lightning.plugins.Plugin instances, got {type(plugin).__name__}; "
+                "subclass Plugin and override the stage methods you need"
+            )
+        self.plugins.append(plugin)
+        for stage in implemented_stages(plugin):
+            self._listeners[stage].append(plugin)
+
+    def add_callback(self, callback: Any) -> None:
+        """Register a Keras-style ``TrainingCallback``; it runs as a plugin (see
+        ``bz_lightning.callbacks.CallbackPlugin``), so both share one dispatch."""
+        from bz_lightning.callbacks import CallbackPlugin
+
+        self.add_plugin(CallbackPlugin(callback, self))
+
+    def listeners(self, stage: Stage) -> Sequence[Plugin]:
+        """The plugins called at ``stage``."""
+        return self._listeners[stage]
+
+    def dispatch(self, stage: Stage) -> None:
+        """Call every plugin implementing ``stage`` with the context."""
+        for plugin in self._listeners[stage]:
+            try:
+                plugin.run_stage(stage, self.context)
+            except Exception as err:
+                self._plugin_failed(plugin, stage, err)
+            else:
+                self._consecutive_failures.pop(id(plugin), None)
+
+    def _plugin_failed(self, plugin: Plugin, stage: Stage, err: Exception) -> None:
+        if self.plugin_errors == "raise":
+            raise BzPluginError(plugin.name, stage.value, err) from err
+        failure = PluginFailure(plugin.name, stage, self.context.epoch, err)
+        self.failures.append(failure)
+        log.error("plugin %r failed in stage %r (epoch %d):\n%s", plugin.name, stage.value,
+                  self.context.epoch, failure.traceback)
+        streak = self._consecutive_failures.get(id(plugin), 0) + 1
+        self._consecutive_failures[id(plugin)] = streak
+        if streak >= MAX_CONSECUTIVE_FAILURES:
+            log.warning("plugin %r failed %d times in a row and is disabled for the rest of the run",
+                        plugin.name, streak)
+            self.disabled.add(plugin.name)
+            for listeners in self._listeners.values():
+                if plugin in listeners:
+                    listeners.remove(plugin)
+
+    # ---------------------------------------------------------------- context updates
+    def _fire(self, stage: Stage, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        """Bring the context up to date for ``stage`` and dispatch it."""
+        ctx = self.context
+        if stage is Stage.START_EPOCH:
+            ctx.epoch = trainer.current_epoch
+            ctx.training_loss_total = 0.0
+            ctx.training_batch_count = 0
+            ctx.training_metrics = {}
+            ctx.validation_loss_total = 0.0
+            ctx.validation_batch_count = 0
+            ctx.validation_metrics = {}
+        elif stage is Stage.LOAD_CHECKPOINT:
+            ctx.epoch = trainer.current_epoch
+        elif stage is Stage.END_TRAINING_LOOP:
+            self._copy_stats(_stats(module, "train"), validation=False, with_metrics=True)
+        elif stage is Stage.START_VALIDATION_LOOP:
+            ctx.validation_loss_total = 0.0
+            ctx.validation_batch_count = 0
+            ctx.validation_metrics = {}
+        elif stage is Stage.END_VALIDATION_LOOP:
+            self._copy_stats(_stats(module, "val"), validation=True, with_metrics=True)
+        elif self._listeners[stage]:
+            # Batch stages: the running totals become floats only when somebody listens.
+            if stage is Stage.END_TRAINING_BATCH:
+                self._copy_stats(_stats(module, "train"), validation=False, with_metrics=False)
+            elif stage is Stage.END_VALIDATION_BATCH:
+                self._copy_stats(_stats(module, "val"), validation=True, with_metrics=False)
+        self.dispatch(stage)
+
+    def _copy_stats(self, stats: SplitStats | None, *, validation: bool, with_metrics: bool) -> None:
+        if stats is None:
+            return
+        ctx = self.context
+        if validation:
+            ctx.validation_loss_total = stats.loss_total
+            ctx.validation_batch_count = stats.count
+            if with_metrics:
+                ctx.validation_metrics = stats.metric_values()
+        else:
+            ctx.training_loss_total = stats.loss_total
+            ctx.training_batch_count = stats.count
+            if with_metrics:
+                ctx.training_metrics = stats.metric_values()
+
+    def _should_fire(self, stage: Stage) -> bool:
+        """Whether ``stage`` fires from ``hook`` this time (the table's side conditions)."""
+        if stage is Stage.LOAD_CHECKPOINT:
+            return self._restored_epoch is not None
+        if stage is Stage.START_TRAINING_LOOP:
+            self._training_loop_open = True
+        elif stage is Stage.END_TRAINING_LOOP:
+            if not self._training_loop_open:
+                return False
+            self._training_loop_open = False
+        elif stage is Stage.SAVE_CHECKPOINT:
+            return self._written_checkpoint is not None
+        return True
+
+    def _on_hook(self, hook: str, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        if trainer.sanity_checking or trainer.state.fn != TrainerFn.FITTING:
+            return
+        for stage in _HOOK_STAGES[hook]:
+            if self._should_fire(stage):
+                self._fire(stage, trainer, module)
+
+    # ----------------------------------------------------------- Lightning hooks
+    def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._training_loop_open = False
+        # Plugins that act on the model (restoring best weights, say) find it here.
+        self.context.extra["model"] = getattr(pl_module, "model", pl_module)
+        self.context.extra["lightning_module"] = pl_module
+        self.context.extra["trainer"] = trainer
+        self._on_hook("on_train_start", trainer, pl_module)
+        self._restored_epoch = None
+
+    def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._on_hook("on_train_epoch_start", trainer, pl_module)
+
+    def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                             batch_idx: int) -> None:
+        self._on_batch(Stage.START_TRAINING_BATCH, trainer, pl_module, batch_idx)
+
+    def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                           batch: Any, batch_idx: int) -> None:
+        self._on_batch(Stage.END_TRAINING_BATCH, trainer, pl_module, batch_idx)
+
+    def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._on_hook("on_validation_start", trainer, pl_module)
+
+    def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
+                                  batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._on_batch(Stage.START_VALIDATION_BATCH, trainer, pl_module, batch_idx)
+
+    def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
+                                batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
+        self._on_batch(Stage.END_VALIDATION_BATCH, trainer, pl_module, batch_idx)
+
+    def _on_batch(self, stage: Stage, trainer: pl.Trainer, module: pl.LightningModule, batch_idx: int) -> None:
+        # The per-step path: nothing but a lookup unless a plugin implements the stage.
+        if self._listeners[stage] and not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
+            self.context.extra["batch_index"] = batch_idx
+            self._fire(stage, trainer, module)
+
+    def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._on_hook("on_validation_end", trainer, pl_module)
+
+    def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._on_hook("on_train_epoch_end", trainer, pl_module)
+        self._written_checkpoint = None
+        # A stop requested at any stage of this epoch takes effect now: Lightning checks
+        # should_stop before starting the next epoch. Under DDP any rank's request counts.
+        stop = trainer.strategy.reduce_boolean_decision(self.context.should_stop_training, all=False)
+        self.context.should_stop_training = stop
+        if stop:
+            trainer.should_stop = True
+
+    def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        self._on_hook("on_train_end", trainer, pl_module)
+
+    def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
+        # Plugins hold files and writers: end the session also when training fails.
+        if trainer.state.fn == TrainerFn.FITTING and not isinstance(exception, BzPluginError):
+            self.context.extra["exception"] = exception
+            self._fire(Stage.END_TRAINING_SESSION, trainer, pl_module)
+
+    # --------------------------------------------------------------- checkpointing
+    def checkpoint_written(self, path: str) -> None:
+        """Tell the bridge that bz wrote ``path`` this epoch, so ``save_checkpoint`` fires."""
+        self._written_checkpoint = path
+        self.context.extra["checkpoint_path"] = path
+
+    def on_load_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
+                           checkpoint: dict[str, Any]) -> None:
+        self._restored_epoch = int(checkpoint.get("epoch", 0))
+
+    def state_dict(self) -> dict[str, Any]:
+        return {"plugins": {f"{i}:{p.name}": p.state_dict() for i, p in enumerate(self.plugins)}}
+
+    def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        saved = state_dict.get("plugins", {})
+        for i, plugin in enumerate(self.plugins):
+            key = f"{i}:{plugin.name}"
+            if key in saved:
+                plugin.load_state_dict(saved[key])
+
+
+def _stats(module: pl.LightningModule, split: str) -> SplitStats | None:
+    stats = getattr(module, "stats", None)
+    return stats.get(split) if isinstance(stats, dict) else None

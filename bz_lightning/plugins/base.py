@@ -1,0 +1,115 @@
+"""``Plugin``: the base class of everything that hooks into the bz lifecycle."""
+
+from __future__ import annotations
+
+import logging
+from abc import ABC
+from typing import Any
+
+from bz_lightning.context import PluginContext
+from bz_lightning.stages import Stage
+
+__all__ = ["Plugin", "implemented_stages"]
+
+
+class Plugin(ABC):
+    """Base class of bz plugins: one no-op method per ``Stage``; override the ones you need.
+
+    A plugin that keeps state across epochs (counters, best weights) returns it from
+    ``state_dict`` and takes it back in ``load_state_dict``; bz saves it in checkpoints.
+    Subclasses do not have to call ``super().__init__``: ``name``, ``config`` and
+    ``logger`` work without it.
+
+    Example:
+        >>> class LossPrinter(Plugin):
+        ...     def end_epoch(self, context):
+        ...         print(f"epoch {context.epoch}: {context.training_loss_total:.2f}")
+        >>> LossPrinter().run_stage("end_epoch", PluginContext(epoch=1, training_loss_total=2.5))
+        epoch 1: 2.50
+    """
+
+    config: Any = None
+
+    def __init__(self, name: str | None = None, config: Any | None = None) -> None:
+        self._name = name
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        """The name given at construction, else the class name."""
+        return getattr(self, "_name", None) or type(self).__name__
+
+    @property
+    def logger(self) -> logging.Logger:
+        """A logger named ``bz_lightning.plugins.<name>``."""
+        return logging.getLogger(f"bz_lightning.plugins.{self.name}")
+
+    def run_stage(self, stage: Stage | str, context: PluginContext) -> None:
+        """Call the method named by ``stage`` with ``context``."""
+        getattr(self, Stage(stage).value)(context)
+
+    def state_dict(self) -> dict[str, Any]:
+        """State to save in checkpoints (plain Python values and tensors only)."""
+        return {}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Restore what ``state_dict`` returned."""
+
+    def start_training_session(self, context: PluginContext) -> None:
+        """Once, before the first epoch."""
+
+    def load_checkpoint(self, context: PluginContext) -> None:
+        """After ``start_training_session`` when training resumed; ``context.epoch`` is the
+        epoch training continues from."""
+
+    def start_epoch(self, context: PluginContext) -> None:
+        """At the start of every epoch."""
+
+    def start_training_loop(self, context: PluginContext) -> None:
+        """Before the first training batch of an epoch."""
+
+    def start_training_batch(self, context: PluginContext) -> None:
+        """Before each training batch."""
+
+    def end_training_batch(self, context: PluginContext) -> None:
+        """After each training batch (after the optimizer step)."""
+
+    def end_training_loop(self, context: PluginContext) -> None:
+        """After the last training batch; ``training_metrics`` is filled."""
+
+    def start_validation_loop(self, context: PluginContext) -> None:
+        """Before the first validation batch (only with a validation loader)."""
+
+    def start_validation_batch(self, context: PluginContext) -> None:
+        """Before each validation batch."""
+
+    def end_validation_batch(self, context: PluginContext) -> None:
+        """After each validation batch."""
+
+    def end_validation_loop(self, context: PluginContext) -> None:
+        """After the last validation batch; ``validation_metrics`` is filled."""
+
+    def save_checkpoint(self, context: PluginContext) -> None:
+        """After a checkpoint was written; ``context.extra["checkpoint_path"]`` names it."""
+
+    def end_epoch(self, context: PluginContext) -> None:
+        """At the end of every epoch, after validation and checkpointing."""
+
+    def end_training_session(self, context: PluginContext) -> None:
+        """Once, after the last epoch, also when training stopped early or failed."""
+
+
+def implemented_stages(plugin: Plugin) -> frozenset[Stage]:
+    """The stages at which calling ``plugin`` can do anything.
+
+    A plugin that overrides ``run_stage`` may act at every stage; otherwise only the
+    stage methods its class overrides count, so dispatch can skip the rest for free.
+    """
+    cls = type(plugin)
+    if getattr(cls, "run_stage", None) is not Plugin.run_stage or "run_stage" in vars(plugin):
+        return frozenset(Stage)
+    return frozenset(
+        s
+        for s in Stage
+        if s.value in vars(plugin) or getattr(cls, s.value, None) is not getattr(Plugin, s.value)
+    )

@@ -1,0 +1,238 @@
+"""``Trainer``: bz's training API, with Lightning running the loop."""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import nn
+
+from bz_lightning.context import PluginContext
+from bz_lightning.errors import BzConfigError
+from bz_lightning.plugins.base import Plugin
+
+if TYPE_CHECKING:
+    import lightning.pytorch as pl
+
+    from bz_lightning.bridge import LifecycleCallback, PluginErrorPolicy, PluginFailure
+    from bz_lightning.metrics.base import Metric
+    from bz_lightning.module import BzModule, OptimizerLike, SchedulerLike
+
+__all__ = ["Trainer", "TrainingResult", "lightning_device_args"]
+
+logger = logging.getLogger("bz_lightning")
+
+
+@dataclass
+class TrainingResult:
+    """What ``Trainer.train`` returns.
+
+    Attributes:
+        context: the final ``PluginContext`` (last epoch's totals and metrics).
+        training_metrics / validation_metrics: the last epoch's metric values by name.
+        training_loss / validation_loss: the last epoch's mean losses (NaN without batches).
+        epochs_completed: how many epochs ran in total, counting resumed ones.
+        stopped_early: whether a plugin, callback or Lightning callback stopped the run.
+        plugin_failures: plugin calls that raised (with tracebacks), in order.
+        warnings: fallbacks that happened (e.g. ``torch.compile`` unavailable).
+        module / lightning_trainer: the objects that ran, for further use.
+        duration_s: wall time of ``fit``.
+    """
+
+    context: PluginContext
+    training_metrics: dict[str, float]
+    validation_metrics: dict[str, float]
+    training_loss: float
+    validation_loss: float
+    epochs_completed: int
+    stopped_early: bool
+    plugin_failures: list[PluginFailure] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+    module: BzModule | None = None
+    lightning_trainer: pl.Trainer | None = None
+    duration_s: float = 0.0
+
+    @property
+    def metrics(self) -> dict[str, float]:
+        """All final values flat: ``train_loss``, ``val_loss``, ``train_<m>``, ``val_<m>``."""
+        values = {"train_loss": self.training_loss}
+        values.update({f"train_{k}": v for k, v in self.training_metrics.items()})
+        if self.context.validation_batch_count:
+            values["val_loss"] = self.validation_loss
+            values.update({f"val_{k}": v for k, v in self.validation_metrics.items()})
+        return values
+
+
+class Trainer:
+    """Trains a model with plugins hooked into bz's 14 stages; Lightning runs the loop.
+
+    Example:
+        >>> import torch
+        >>> from torch import nn
+        >>> from torch.utils.data import DataLoader, TensorDataset
+        >>> data = DataLoader(TensorDataset(torch.randn(32, 4), torch.randint(0, 2, (32,))), batch_size=8)
+        >>> model = nn.Linear(4, 2)
+        >>> result = Trainer().train(model, torch.optim.SGD(model.parameters(), lr=0.1),
+        ...                          nn.CrossEntropyLoss(), data, device="cpu", compile=False)
+        >>> result.context.training_batch_count
+        4
+    """
+
+    def __init__(self) -> None:
+        self.plugins: list[Plugin] = []
+        self.logger = logger
+
+    def add_plugin(self, plugin: Plugin) -> None:
+        """Add ``plugin``; plugins run in the order they were added."""
+        if not isinstance(plugin, Plugin):
+            raise BzConfigError(
+                f"add_plugin expects a bz_lightning.plugins.Plugin, got {type(plugin).__name__}"
+            )
+        self.plugins.append(plugin)
+
+    def train(
+        self,
+        model: nn.Module,
+        optimizer: OptimizerLike,
+        loss_fn: Any,
+        training_loader: Iterable[Any],
+        validation_loader: Iterable[Any] | None = None,
+        device: str | torch.device = "auto",
+        epochs: int = 1,
+        compile: bool = True,
+        checkpoint_interval: int = 0,
+        metrics: Sequence[Metric] = (),
+        hyperparameters: Mapping[str, Any] | None = None,
+        *,
+        scheduler: SchedulerLike | None = None,
+        callbacks: Sequence[Any] = (),
+        plugin_errors: PluginErrorPolicy = "log",
+        checkpoint_dir: str | None = None,
+        **lightning_kwargs: Any,
+    ) -> TrainingResult:
+        """Train ``model`` and return the final context and metrics.
+
+        Args:
+            model: the network to train.
+            optimizer: an optimizer over ``model``'s parameters, or a factory taking them.
+            loss_fn: ``loss_fn(preds, targets) -> scalar tensor``.
+            training_loader: yields ``(inputs, targets)`` batches.
+            validation_loader: optional; without it the validation stages do not fire.
+            device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a ``torch.device``.
+            epochs: how many epochs to train (>= 1).
+            compile: run the model through ``torch.compile``; falls back to eager with one
+                warning where it cannot work.
+            checkpoint_interval: write a checkpoint every N epochs into ``checkpoint_dir``
+                (0: none).
+            metrics: ``Metric`` objects, computed on training and validation batches.
+            hyperparameters: shown to plugins as ``context.hyperparameters``.
+            scheduler: optional LR scheduler (see ``BzModule``).
+            callbacks: ``TrainingCallback`` objects and/or Lightning ``Callback`` objects.
+            plugin_errors: ``"log"`` (default) or ``"raise"``; see ``LifecycleCallback``.
+            checkpoint_dir: where checkpoints go (default ``checkpoints``).
+            **lightning_kwargs: passed to ``lightning.Trainer`` (``precision``,
+                ``gradient_clip_val``, ``accumulate_grad_batches``, ``deterministic``,
+                ``logger``, ``enable_progress_bar``, ...).
+
+        Raises:
+            BzConfigError: for bad arguments, before anything trains.
+        """
+        import lightning.pytorch as pl
+
+        from bz_lightning.bridge import LifecycleCallback
+        from bz_lightning.module import BzModule
+
+        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
+            raise BzConfigError(f"epochs must be an integer >= 1, got {epochs!r}")
+        if not isinstance(checkpoint_interval, int) or checkpoint_interval < 0:
+            raise BzConfigError(f"checkpoint_interval must be an integer >= 0, got {checkpoint_interval!r}")
+        device_args = lightning_device_args(device)
+
+        module = BzModule(model, loss_fn, optimizer, scheduler, metrics, compile=compile,
+                          hyperparameters=hyperparameters)
+        bridge = LifecycleCallback(self.plugins, hyperparameters=hyperparameters, plugin_errors=plugin_errors)
+        lightning_callbacks: list[pl.Callback] = [bridge]
+        for callback in callbacks:
+            if isinstance(callback, pl.Callback):
+                lightning_callbacks.append(callback)
+            else:
+                bridge.add_callback(callback)
+        if checkpoint_interval:
+            from bz_lightning.checkpointing import EpochCheckpoint
+
+            lightning_callbacks.insert(0, EpochCheckpoint(checkpoint_dir or "checkpoints", checkpoint_interval, bridge))
+
+        options: dict[str, Any] = {
+            "max_epochs": epochs,
+            "logger": False,
+            "enable_checkpointing": False,
+            "enable_progress_bar": False,
+            "enable_model_summary": False,
+            # bz never validated before training; the bridge would hide it anyway.
+            "num_sanity_val_steps": 0,
+            **device_args,
+        }
+        options.update(lightning_kwargs)
+        options["callbacks"] = lightning_callbacks + list(lightning_kwargs.get("callbacks", []))
+        lightning_trainer = pl.Trainer(**options)
+
+        started = time.perf_counter()
+        lightning_trainer.fit(module, training_loader, validation_loader)
+        duration = time.perf_counter() - started
+        return _result(bridge, module, lightning_trainer, duration)
+
+
+def lightning_device_args(device: str | torch.device) -> dict[str, Any]:
+    """Map a bz ``device`` to ``lightning.Trainer``'s ``accelerator`` and ``devices``.
+
+    >>> lightning_device_args("cuda:1")
+    {'accelerator': 'gpu', 'devices': [1]}
+    """
+    if isinstance(device, torch.device):
+        device = str(device)
+    allowed = "'auto', 'cpu', 'cuda', 'cuda:N', 'mps' or a torch.device"
+    if not isinstance(device, str):
+        raise BzConfigError(f"device must be {allowed}, got {device!r}")
+    kind, _, index = device.partition(":")
+    if kind == "auto" and not index:
+        return {"accelerator": "auto", "devices": 1}
+    if kind == "cpu" and not index:
+        return {"accelerator": "cpu", "devices": 1}
+    if kind == "cuda" and (not index or index.isdigit()):
+        if not torch.cuda.is_available():
+            raise BzConfigError(f"device={device!r} but CUDA is not available on this machine; use 'cpu' or 'auto'")
+        if index and int(index) >= torch.cuda.device_count():
+            raise BzConfigError(
+                f"device={device!r} but this machine has {torch.cuda.device_count()} CUDA device(s) "
+                f"(cuda:0 to cuda:{torch.cuda.device_count() - 1})"
+            )
+        return {"accelerator": "gpu", "devices": [int(index)] if index else 1}
+    if kind == "mps" and not index:
+        if not torch.backends.mps.is_available():
+            raise BzConfigError("device='mps' but MPS is not available on this machine; use 'cpu' or 'auto'")
+        return {"accelerator": "mps", "devices": 1}
+    raise BzConfigError(f"device must be {allowed}, got {device!r}")
+
+
+def _result(bridge: LifecycleCallback, module: BzModule, trainer: pl.Trainer, duration: float) -> TrainingResult:
+    ctx = bridge.context
+    train, val = module.stats["train"], module.stats["val"]
+    fallback = [f"torch.compile fell back to eager: {module.compile_fallback}"] if module.compile_fallback else []
+    return TrainingResult(
+        context=ctx,
+        training_metrics=dict(ctx.training_metrics),
+        validation_metrics=dict(ctx.validation_metrics),
+        training_loss=train.loss_mean,
+        validation_loss=val.loss_mean,
+        epochs_completed=trainer.current_epoch,
+        stopped_early=trainer.should_stop,
+        plugin_failures=list(bridge.failures),
+        warnings=fallback,
+        module=module,
+        lightning_trainer=trainer,
+        duration_s=duration,
+    )

@@ -1,0 +1,60 @@
+"""Tiny deterministic worlds shared by the tests: a two-layer model and a small dataset."""
+
+from __future__ import annotations
+
+import logging
+import warnings
+
+import pytest
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+N_FEATURES = 6
+N_CLASSES = 3
+
+
+def make_dataset(n: int = 48, seed: int = 0) -> TensorDataset:
+    """``n`` samples of 6 features whose class (0..2) is a function of the features."""
+    gen = torch.Generator().manual_seed(seed)
+    x = torch.randn(n, N_FEATURES, generator=gen)
+    y = (x[:, 0] > 0).long() + (x[:, 1] > 0.5).long()
+    return TensorDataset(x, y)
+
+
+def make_model(seed: int = 0) -> nn.Module:
+    torch.manual_seed(seed)
+    return nn.Sequential(nn.Linear(N_FEATURES, 8), nn.ReLU(), nn.Linear(8, N_CLASSES))
+
+
+@pytest.fixture
+def model() -> nn.Module:
+    return make_model()
+
+
+@pytest.fixture
+def train_loader() -> DataLoader:
+    return DataLoader(make_dataset(48, seed=0), batch_size=16)
+
+
+@pytest.fixture
+def val_loader() -> DataLoader:
+    return DataLoader(make_dataset(20, seed=1), batch_size=8)
+
+
+@pytest.fixture(autouse=True)
+def _quiet_lightning(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
+    """Keep Lightning's banner lines and known deprecation chatter out of test output, and
+    run every test in its own directory so nothing is written into the repository."""
+    monkeypatch.chdir(tmp_path)
+    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
+    warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    if not torch.cuda.is_available():
+        skip = pytest.mark.skip(reason="needs a CUDA device")
+        for item in items:
+            if "gpu" in item.keywords:
+                item.add_marker(skip)
