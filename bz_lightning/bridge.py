@@ -248,6 +248,8 @@ class LifecycleCallback(pl.Callback):
         self.context.extra["model"] = getattr(pl_module, "model", pl_module)
         self.context.extra["lightning_module"] = pl_module
         self.context.extra["trainer"] = trainer
+        # The same list the bridge appends to, for end-of-run summaries.
+        self.context.extra["plugin_failures"] = self.failures
         self._on_hook("on_train_start", trainer, pl_module)
         self._restored_epoch = None
 
