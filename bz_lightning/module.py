@@ -108,6 +108,8 @@ class BzModule(pl.LightningModule):
     ``train_loss_step`` every ``log_every_n_steps`` steps.
     """
 
+    _forward: Callable[[Any], Any]
+
     def __init__(
         self,
         model: nn.Module,
@@ -133,11 +135,10 @@ class BzModule(pl.LightningModule):
         }
         if hyperparameters:
             self.save_hyperparameters(dict(hyperparameters))
-        self._forward: Callable[[Any], Any] = model
-        self.compile_requested = compile
         self.compile_fallback: str | None = None
-        if compile:
-            self._forward = torch.compile(model)
+        # Kept out of nn.Module's registry so state_dict keys stay "model.<name>" whether or
+        # not the forward pass is compiled.
+        self.__dict__["_forward"] = torch.compile(model) if compile else model
 
     # ----------------------------------------------------------------------------- steps
     def forward(self, inputs: Any) -> Any:
@@ -150,7 +151,7 @@ class BzModule(pl.LightningModule):
                 raise
             self.compile_fallback = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
             warnings.warn(f"torch.compile failed, training in eager mode instead ({self.compile_fallback})")
-            self._forward = self.model
+            self.__dict__["_forward"] = self.model
             return self.model(inputs)
 
     def unpack_batch(self, batch: Any) -> tuple[Any, Any]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import time
+import warnings
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -181,7 +182,11 @@ class Trainer:
         lightning_trainer = pl.Trainer(**options)
 
         started = time.perf_counter()
-        lightning_trainer.fit(module, training_loader, validation_loader)
+        with warnings.catch_warnings():
+            # Without a validation loader bz simply has no validation stages; Lightning's
+            # "you defined a validation_step" hint does not apply.
+            warnings.filterwarnings("ignore", message=".*have no `val_dataloader`.*")
+            lightning_trainer.fit(module, training_loader, validation_loader)
         duration = time.perf_counter() - started
         return _result(bridge, module, lightning_trainer, duration)
 
