@@ -19,7 +19,8 @@ import lightning.pytorch as pl
 import torch
 from torch import Tensor, nn
 
-from bz_lightning.errors import BzConfigError
+from bz_lightning._batch_guard import BatchErrorPolicy, FailedBatch, NonFinitePolicy, SkipBudget
+from bz_lightning.errors import BzConfigError, NonFiniteLossError
 
 if TYPE_CHECKING:
     from bz_lightning.metrics.base import Metric
@@ -102,6 +103,14 @@ class BzModule(pl.LightningModule):
         compile: run the forward pass through ``torch.compile``; if compiling fails, it
             falls back to eager with one warning.
         hyperparameters: plain values recorded in ``hparams`` and shown to loggers.
+        on_batch_error: ``"skip"`` a training batch whose loading, forward pass or loss
+            raises (no optimizer step; logged with its traceback and counted), or
+            ``"raise"``.
+        on_nonfinite_loss: ``"raise"`` ``NonFiniteLossError`` on a NaN/Inf training loss
+            (before its backward pass, so the weights stay finite), or ``"skip"`` the batch
+            under the same budget as failed batches.
+        max_skipped_batches: the budget: an int per run, or a float in (0, 1) as a fraction
+            of one epoch's batches. One more skip raises ``BzError`` naming the first cause.
 
     Batches are ``(inputs, targets)`` pairs; override ``unpack_batch`` for other layouts.
     Logged per epoch: ``train_loss``, ``val_loss``, ``test_loss`` and ``<split>_<metric>``;
@@ -120,8 +129,19 @@ class BzModule(pl.LightningModule):
         *,
         compile: bool = False,
         hyperparameters: Mapping[str, Any] | None = None,
+        on_batch_error: BatchErrorPolicy = "skip",
+        on_nonfinite_loss: NonFinitePolicy = "raise",
+        max_skipped_batches: int | float = 10,
     ) -> None:
         super().__init__()
+        if on_batch_error not in ("skip", "raise"):
+            raise BzConfigError(f"on_batch_error must be 'skip' or 'raise', got {on_batch_error!r}")
+        if on_nonfinite_loss not in ("raise", "skip"):
+            raise BzConfigError(f"on_nonfinite_loss must be 'raise' or 'skip', got {on_nonfinite_loss!r}")
+        self.on_batch_error = on_batch_error
+        self.on_nonfinite_loss = on_nonfinite_loss
+        self.skip_budget = SkipBudget(max_skipped_batches)
+        self._last_finite_loss: Tensor | None = None
         if not isinstance(model, nn.Module):
             raise BzConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -172,13 +192,65 @@ class BzModule(pl.LightningModule):
         self.stats[split].update(loss, preds, targets)
         return loss
 
-    def training_step(self, batch: Any, batch_idx: int) -> Tensor:
-        loss = self._step("train", batch)
+    def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
+        error: BaseException | None = None
+        loss: Tensor | None = None
+        if isinstance(batch, FailedBatch):
+            error = batch.error
+        else:
+            try:
+                inputs, targets = self.unpack_batch(batch)
+                preds = self(inputs)
+                loss = self.loss_fn(preds, targets)
+            except BzConfigError:
+                raise
+            except Exception as err:
+                error = err
+        if error is not None and self.on_batch_error == "raise":
+            raise error
+        if loss is not None and not self._loss_is_finite(loss, batch_idx):
+            error = NonFiniteLossError(self.current_epoch, batch_idx, float(loss.detach()), self._last_finite_value())
+        if self._any_process(error is not None):
+            # Every process skips together, so DDP's gradient all-reduce never waits on one.
+            self.skip_budget.record(self.current_epoch, batch_idx, error or RuntimeError("skipped on another process"))
+            return None
+        assert loss is not None
+        self.stats["train"].update(loss, preds, targets)
         trainer = self._trainer
         if trainer is not None and trainer.loggers and (trainer.global_step + 1) % trainer.log_every_n_steps == 0:
             # One self.log per log interval instead of per step: it costs ~1,900 Python calls.
             self.log("train_loss_step", loss.detach(), on_step=True, on_epoch=False)
         return loss
+
+    def _loss_is_finite(self, loss: Tensor, batch_idx: int) -> bool:
+        if self.on_nonfinite_loss == "raise":
+            if not bool(torch.isfinite(loss)):
+                raise NonFiniteLossError(self.current_epoch, batch_idx, float(loss.detach()), self._last_finite_value())
+            self._last_finite_loss = loss.detach()
+            return True
+        finite = bool(torch.isfinite(loss))
+        if finite:
+            self._last_finite_loss = loss.detach()
+        return finite
+
+    def _last_finite_value(self) -> float | None:
+        return None if self._last_finite_loss is None else float(self._last_finite_loss)
+
+    def _any_process(self, flag: bool) -> bool:
+        trainer = self._trainer
+        if trainer is None or trainer.world_size == 1:
+            return flag
+        total = trainer.strategy.reduce(torch.tensor(float(flag), device=self.device), reduce_op="sum")
+        return bool(total > 0)
+
+    @property
+    def skipped_batches(self) -> int:
+        """How many training batches were skipped in this run."""
+        return len(self.skip_budget.skipped)
+
+    def on_train_start(self) -> None:
+        num_batches = self.trainer.num_training_batches
+        self.skip_budget.resolve(num_batches)
 
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self._step("val", batch)
@@ -202,6 +274,8 @@ class BzModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._log_split("train")
+        if self.skip_budget.skipped:
+            self.log("skipped_batches", float(self.skipped_batches))
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:

@@ -19,6 +19,7 @@ from bz_lightning.plugins.base import Plugin
 if TYPE_CHECKING:
     import lightning.pytorch as pl
 
+    from bz_lightning._batch_guard import BatchErrorPolicy, NonFinitePolicy, SkippedBatch
     from bz_lightning.bridge import LifecycleCallback, PluginErrorPolicy, PluginFailure
     from bz_lightning.metrics.base import Metric
     from bz_lightning.module import BzModule, OptimizerLike, SchedulerLike
@@ -39,6 +40,8 @@ class TrainingResult:
         epochs_completed: how many epochs ran in total, counting resumed ones.
         stopped_early: whether a plugin, callback or Lightning callback stopped the run.
         plugin_failures: plugin calls that raised (with tracebacks), in order.
+        skipped_batches: training batches skipped under ``on_batch_error="skip"`` or
+            ``on_nonfinite_loss="skip"`` (epoch, batch index, reason, traceback).
         warnings: fallbacks that happened (e.g. ``torch.compile`` unavailable).
         module / lightning_trainer: the objects that ran, for further use.
         duration_s: wall time of ``fit``.
@@ -52,6 +55,7 @@ class TrainingResult:
     epochs_completed: int
     stopped_early: bool
     plugin_failures: list[PluginFailure] = field(default_factory=list)
+    skipped_batches: list[SkippedBatch] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     module: BzModule | None = None
     lightning_trainer: pl.Trainer | None = None
@@ -113,6 +117,9 @@ class Trainer:
         callbacks: Sequence[Any] = (),
         plugin_errors: PluginErrorPolicy = "log",
         checkpoint_dir: str | None = None,
+        on_batch_error: BatchErrorPolicy = "skip",
+        on_nonfinite_loss: NonFinitePolicy = "raise",
+        max_skipped_batches: int | float = 10,
         **lightning_kwargs: Any,
     ) -> TrainingResult:
         """Train ``model`` and return the final context and metrics.
@@ -135,26 +142,42 @@ class Trainer:
             callbacks: ``TrainingCallback`` objects and/or Lightning ``Callback`` objects.
             plugin_errors: ``"log"`` (default) or ``"raise"``; see ``LifecycleCallback``.
             checkpoint_dir: where checkpoints go (default ``checkpoints``).
+            on_batch_error: ``"skip"`` (default) or ``"raise"`` for a training batch whose
+                loading, forward pass or loss raises; see ``BzModule``.
+            on_nonfinite_loss: ``"raise"`` (default) or ``"skip"`` on a NaN/Inf loss.
+            max_skipped_batches: how many skipped batches a run tolerates (an int), or a
+                fraction of one epoch's batches (a float in (0, 1)); default 10.
             **lightning_kwargs: passed to ``lightning.Trainer`` (``precision``,
                 ``gradient_clip_val``, ``accumulate_grad_batches``, ``deterministic``,
                 ``logger``, ``enable_progress_bar``, ...).
 
         Raises:
             BzConfigError: for bad arguments, before anything trains.
+            NonFiniteLossError: a NaN/Inf loss under ``on_nonfinite_loss="raise"``.
+            BzError: more skipped batches than ``max_skipped_batches`` allows.
+            BzPluginError: a plugin failed under ``plugin_errors="raise"``.
         """
         import lightning.pytorch as pl
 
+        from bz_lightning._batch_guard import guard_loader
+        from bz_lightning._check_args import check_train_args
         from bz_lightning.bridge import LifecycleCallback
         from bz_lightning.module import BzModule
 
-        if not isinstance(epochs, int) or isinstance(epochs, bool) or epochs < 1:
-            raise BzConfigError(f"epochs must be an integer >= 1, got {epochs!r}")
-        if not isinstance(checkpoint_interval, int) or checkpoint_interval < 0:
-            raise BzConfigError(f"checkpoint_interval must be an integer >= 0, got {checkpoint_interval!r}")
+        check_train_args(
+            model=model, optimizer=optimizer, loss_fn=loss_fn, training_loader=training_loader,
+            validation_loader=validation_loader, epochs=epochs, checkpoint_interval=checkpoint_interval,
+            metrics=metrics,
+        )
         device_args = lightning_device_args(device)
 
-        module = BzModule(model, loss_fn, optimizer, scheduler, metrics, compile=compile,
-                          hyperparameters=hyperparameters)
+        module = BzModule(
+            model, loss_fn, optimizer, scheduler, metrics, compile=compile, hyperparameters=hyperparameters,
+            on_batch_error=on_batch_error, on_nonfinite_loss=on_nonfinite_loss,
+            max_skipped_batches=max_skipped_batches,
+        )
+        if on_batch_error == "skip":
+            training_loader = guard_loader(training_loader)
         bridge = LifecycleCallback(self.plugins, hyperparameters=hyperparameters, plugin_errors=plugin_errors)
         lightning_callbacks: list[pl.Callback] = [bridge]
         for callback in callbacks:
@@ -186,6 +209,8 @@ class Trainer:
             # Without a validation loader bz simply has no validation stages; Lightning's
             # "you defined a validation_step" hint does not apply.
             warnings.filterwarnings("ignore", message=".*have no `val_dataloader`.*")
+            # A skipped batch returns None from training_step; bz logs and counts it itself.
+            warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
             lightning_trainer.fit(module, training_loader, validation_loader)
         duration = time.perf_counter() - started
         return _result(bridge, module, lightning_trainer, duration)
@@ -236,6 +261,7 @@ def _result(bridge: LifecycleCallback, module: BzModule, trainer: pl.Trainer, du
         epochs_completed=trainer.current_epoch,
         stopped_early=trainer.should_stop,
         plugin_failures=list(bridge.failures),
+        skipped_batches=list(module.skip_budget.skipped),
         warnings=fallback,
         module=module,
         lightning_trainer=trainer,
