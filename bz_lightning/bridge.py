@@ -95,6 +95,8 @@ class LifecycleCallback(pl.Callback):
             failing ``MAX_CONSECUTIVE_FAILURES`` times in a row is disabled); ``"raise"``
             stops the run with ``BzPluginError``.
         context: the ``PluginContext`` to fill (a new one by default).
+        callbacks: Keras-style ``TrainingCallback`` objects (see ``bz_lightning.callbacks``),
+            registered with ``add_callback`` after the plugins.
 
     ``context.should_stop_training`` set by any plugin stops training after the current
     epoch's ``end_epoch``; under DDP the decision is shared by all processes.
@@ -107,6 +109,7 @@ class LifecycleCallback(pl.Callback):
         hyperparameters: Mapping[str, Any] | None = None,
         plugin_errors: PluginErrorPolicy = "log",
         context: PluginContext | None = None,
+        callbacks: Iterable[Any] = (),
     ) -> None:
         if plugin_errors not in ("log", "raise"):
             raise BzConfigError(f"plugin_errors must be 'log' or 'raise', got {plugin_errors!r}")
@@ -124,6 +127,8 @@ class LifecycleCallback(pl.Callback):
         self._written_checkpoint: str | None = None
         for plugin in plugins:
             self.add_plugin(plugin)
+        for callback in callbacks:
+            self.add_callback(callback)
 
     # ------------------------------------------------------------------------- plugins
     def add_plugin(self, plugin: Plugin) -> None:
@@ -191,12 +196,15 @@ class LifecycleCallback(pl.Callback):
             ctx.epoch = trainer.current_epoch
         elif stage is Stage.END_TRAINING_LOOP:
             self._copy_stats(_stats(module, "train"), validation=False, with_metrics=True)
+            self._copy_run_state(module)
         elif stage is Stage.START_VALIDATION_LOOP:
             ctx.validation_loss_total = 0.0
             ctx.validation_batch_count = 0
             ctx.validation_metrics = {}
         elif stage is Stage.END_VALIDATION_LOOP:
             self._copy_stats(_stats(module, "val"), validation=True, with_metrics=True)
+        elif stage is Stage.END_TRAINING_SESSION:
+            self._copy_run_state(module)
         elif self._listeners[stage]:
             # Batch stages: the running totals become floats only when somebody listens.
             if stage is Stage.END_TRAINING_BATCH:
@@ -204,6 +212,13 @@ class LifecycleCallback(pl.Callback):
             elif stage is Stage.END_VALIDATION_BATCH:
                 self._copy_stats(_stats(module, "val"), validation=True, with_metrics=False)
         self.dispatch(stage)
+
+    def _copy_run_state(self, module: pl.LightningModule) -> None:
+        """What the end-of-run summary reports: skipped batches and fallbacks."""
+        extra = self.context.extra
+        extra["skipped_batches"] = getattr(module, "skipped_batches", 0)
+        fallback = getattr(module, "compile_fallback", None)
+        extra["warnings"] = [f"torch.compile fell back to eager: {fallback}"] if fallback else []
 
     def _copy_stats(self, stats: SplitStats | None, *, validation: bool, with_metrics: bool) -> None:
         if stats is None:
