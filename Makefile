@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install test test-all bench lint typecheck clean
+.PHONY: install train test bench typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -14,6 +14,10 @@ $(BIN)/python:
 install: $(BIN)/python
 	@if [ -n "$(TORCH_SPEC)" ]; then $(BIN)/pip install -q "$(TORCH_SPEC)"; fi
 	$(BIN)/pip install -q -e ".[test]"
+
+# The README's train command: the built-in default (an MLP on scikit-learn's digits).
+train: install
+	$(BIN)/bz-train
 
 # The README's test command.
 test: install

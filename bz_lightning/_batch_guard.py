@@ -130,11 +130,12 @@ class _GuardedIterable:
 _GUARDED_CLASSES: dict[type, type] = {}
 
 
-def _guarded_class(cls: type) -> type:
+def _guarded_class(cls: type[Any]) -> type[Any]:
     if cls not in _GUARDED_CLASSES:
+        base_iter = cls.__iter__
 
         def __iter__(self: Any) -> _GuardedIterator:
-            return _GuardedIterator(cls.__iter__(self))
+            return _GuardedIterator(base_iter(self))
 
         _GUARDED_CLASSES[cls] = type(f"Guarded{cls.__name__}", (cls,), {"__iter__": __iter__})
     return _GUARDED_CLASSES[cls]

@@ -217,7 +217,8 @@ class BzModule(pl.LightningModule):
         assert loss is not None
         self.stats["train"].update(loss, preds, targets)
         trainer = self._trainer
-        if trainer is not None and trainer.loggers and (trainer.global_step + 1) % trainer.log_every_n_steps == 0:
+        every = getattr(trainer, "log_every_n_steps", 0)  # set by Lightning's logger connector
+        if trainer is not None and every and trainer.loggers and (trainer.global_step + 1) % every == 0:
             # One self.log per log interval instead of per step: it costs ~1,900 Python calls.
             self.log("train_loss_step", loss.detach(), on_step=True, on_epoch=False)
         return loss
@@ -311,7 +312,9 @@ class BzModule(pl.LightningModule):
                 )
         if self.scheduler is None:
             return optimizer
-        config = dict(self.scheduler) if isinstance(self.scheduler, Mapping) else {"scheduler": self.scheduler}
+        config: dict[str, Any] = (
+            dict(self.scheduler) if isinstance(self.scheduler, Mapping) else {"scheduler": self.scheduler}
+        )
         scheduler = config["scheduler"]
         if not hasattr(scheduler, "step") and callable(scheduler):
             config["scheduler"] = scheduler(optimizer)
