@@ -1,0 +1,82 @@
+"""The common machinery of the built-in metrics: a bz ``Metric`` in front of a torchmetrics one.
+
+The torchmetrics object is built at the first ``update``, on that batch's device, once the
+first batch has told what the task is; it keeps its state as tensors on that device and
+reduces it across processes in its own ``compute()`` under DDP. torch and torchmetrics are
+imported there, not when this module is imported.
+"""
+
+from __future__ import annotations
+
+from abc import abstractmethod
+from typing import TYPE_CHECKING, Any, Optional
+
+from bz_lightning.metrics.base import Metric
+
+if TYPE_CHECKING:
+    import torchmetrics
+    from torch import Tensor
+
+__all__ = ["TorchmetricsShim"]
+
+
+class TorchmetricsShim(Metric):
+    """A ``Metric`` computed by a torchmetrics metric created lazily at the first batch.
+
+    Subclasses implement ``_build(preds, targets)``, which inspects (and validates) the first
+    batch and returns the torchmetrics object, and ``_prepare(preds, targets)``, the per-batch
+    path: cheap shape checks, no host synchronisation, returning what to hand to torchmetrics.
+    """
+
+    def __init__(self, name: Optional[str] = None) -> None:
+        super().__init__(name)
+        self._tm: Optional[torchmetrics.Metric] = None
+
+    @abstractmethod
+    def _build(self, preds: Tensor, targets: Tensor) -> torchmetrics.Metric:
+        """Validate the first batch and return the torchmetrics metric for it."""
+
+    @abstractmethod
+    def _prepare(self, preds: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
+        """Check a batch cheaply and return the ``(preds, targets)`` torchmetrics expects."""
+
+    def _diagnose(self, preds: Tensor, targets: Tensor) -> None:
+        """Called when torchmetrics' ``update`` raised: raise a clearer ``ValueError`` if the
+        batch explains it (may sync; only ever on this error path)."""
+
+    def _check_accumulated(self) -> None:
+        """Raise if a problem recorded on the device during ``update`` was found (host sync)."""
+
+    def reset(self) -> None:
+        if self._tm is not None:
+            self._tm.reset()
+
+    def update(self, preds: Tensor, targets: Tensor) -> None:
+        if self._tm is None:
+            self._tm = self._build(preds, targets).to(preds.device)
+        prepared = self._prepare(preds, targets)
+        try:
+            self._tm.update(*prepared)
+        except (RuntimeError, IndexError, ValueError):
+            self._diagnose(preds, targets)
+            raise
+
+    def compute(self) -> float:
+        """The value over all batches since ``reset()`` (reduced across processes under DDP);
+        ``0.0`` before the first ``update``."""
+        if self._tm is None or not self._tm.update_called:
+            return 0.0
+        self._check_accumulated()
+        return float(self._tm.compute())
+
+    @property
+    def name_for_errors(self) -> str:
+        """``Precision`` or ``Precision 'val_prec'``: how error messages name this metric."""
+        return type(self).__name__ if self._name is None else f"{type(self).__name__} {self._name!r}"
+
+    def __repr__(self) -> str:
+        args = ", ".join(f"{k}={v!r}" for k, v in self._repr_args().items())
+        return f"{type(self).__name__}({args})"
+
+    def _repr_args(self) -> dict[str, Any]:
+        return {"name": self._name}

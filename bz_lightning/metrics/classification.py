@@ -1,0 +1,223 @@
+"""Classification metrics: ``Accuracy``, ``Precision``, ``Recall``, ``F1Score``, ``TopKAccuracy``.
+
+Each one is computed by the matching ``torchmetrics.classification`` class, built at the
+first batch on that batch's device. The task is inferred from the first batch (see
+``bz_lightning.metrics._task``): ``preds`` of shape (N, C) are multiclass scores over C
+classes with (N,) class-index targets; ``preds`` of shape (N,) are binary logits or
+probabilities with 0/1 targets. ``task=`` and ``num_classes=`` override the inference.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Literal, Optional
+
+from bz_lightning.errors import BzConfigError
+from bz_lightning.metrics._task import ClassificationShim, Task, TaskName
+
+if TYPE_CHECKING:
+    import torchmetrics
+
+__all__ = ["Accuracy", "Precision", "Recall", "F1Score", "TopKAccuracy", "Average"]
+
+Average = Literal["micro", "macro", "weighted", "binary"]
+_AVERAGES = ("micro", "macro", "weighted", "binary")
+
+
+class Accuracy(ClassificationShim):
+    """Fraction of samples whose predicted class equals the target.
+
+    Args:
+        name: the name the value is reported under (default ``"Accuracy"``).
+        task: ``"binary"`` or ``"multiclass"``; inferred from the first batch if omitted.
+        num_classes: number of classes; inferred from ``preds.shape[1]`` if omitted.
+
+    Shapes:
+        ``preds`` (N, C) scores with ``targets`` (N,) class indices, or ``preds`` (N,)
+        logits/probabilities with ``targets`` (N,) in {0, 1}.
+
+    Example:
+        >>> import torch
+        >>> acc = Accuracy()
+        >>> acc.update(torch.tensor([[2.0, 0.1], [0.3, 1.0], [0.9, 0.2]]), torch.tensor([0, 1, 1]))
+        >>> round(acc.compute(), 4)
+        0.6667
+    """
+
+    def __init__(
+        self, name: Optional[str] = None, *, task: Optional[TaskName] = None, num_classes: Optional[int] = None
+    ) -> None:
+        super().__init__(task=task, num_classes=num_classes, name=name)
+
+    def _make(self, task: Task) -> torchmetrics.Metric:
+        from torchmetrics.classification import BinaryAccuracy, MulticlassAccuracy
+
+        if task.kind == "binary":
+            return BinaryAccuracy(validate_args=False)
+        return MulticlassAccuracy(task.num_classes, average="micro", validate_args=False)
+
+
+class _AveragedScore(ClassificationShim):
+    """Precision, recall or F1, averaged over classes like scikit-learn's ``average=``."""
+
+    _binary_cls: str
+    _multiclass_cls: str
+
+    def __init__(
+        self,
+        average: Average = "micro",
+        name: Optional[str] = None,
+        *,
+        task: Optional[TaskName] = None,
+        num_classes: Optional[int] = None,
+    ) -> None:
+        if average not in _AVERAGES:
+            raise BzConfigError(
+                f"{type(self).__name__}: average={average!r} is not supported; use one of {list(_AVERAGES)}"
+            )
+        super().__init__(task=task, num_classes=num_classes, name=name)
+        self.average = average
+
+    def _make(self, task: Task) -> torchmetrics.Metric:
+        import torchmetrics.classification as tmc
+
+        if self.average == "binary":
+            if task.kind != "binary":
+                raise ValueError(
+                    f"{self.name_for_errors}: average='binary' scores the positive class of a binary task, but "
+                    f"the first batch is {task.describe()}; use one of ['micro', 'macro', 'weighted']"
+                )
+            return getattr(tmc, self._binary_cls)(validate_args=False)  # type: ignore[no-any-return]
+        # micro/macro/weighted on binary data average over both classes, as scikit-learn does.
+        return getattr(tmc, self._multiclass_cls)(  # type: ignore[no-any-return]
+            task.num_classes, average=self.average, validate_args=False
+        )
+
+    def _repr_args(self) -> dict[str, object]:
+        return {"average": self.average, **super()._repr_args()}
+
+
+class Precision(_AveragedScore):
+    """Precision ``tp / (tp + fp)``, averaged over classes as scikit-learn's ``precision_score``.
+
+    Args:
+        average: ``"micro"`` (global counts), ``"macro"`` (unweighted mean over classes),
+            ``"weighted"`` (mean weighted by each class's support), or ``"binary"`` (the
+            positive class of a binary task only, scikit-learn's default for binary data).
+            Classes absent from both preds and targets are left out of the average; a class
+            with no predicted samples scores 0.
+        name: the name the value is reported under (default ``"Precision"``).
+        task: ``"binary"`` or ``"multiclass"``; inferred from the first batch if omitted.
+        num_classes: number of classes; inferred from ``preds.shape[1]`` if omitted.
+
+    Shapes:
+        as ``Accuracy``.
+
+    Raises:
+        BzConfigError: ``average`` is not one of the values above.
+
+    Example:
+        >>> import torch
+        >>> p = Precision(average="macro")
+        >>> p.update(torch.tensor([[2.0, 0.1], [0.3, 1.0], [0.9, 0.2]]), torch.tensor([0, 1, 1]))
+        >>> round(p.compute(), 4)
+        0.75
+    """
+
+    _binary_cls = "BinaryPrecision"
+    _multiclass_cls = "MulticlassPrecision"
+
+
+class Recall(_AveragedScore):
+    """Recall ``tp / (tp + fn)``, averaged over classes as scikit-learn's ``recall_score``.
+
+    Args:
+        average: ``"micro"``, ``"macro"``, ``"weighted"`` or ``"binary"``, as for ``Precision``.
+        name: the name the value is reported under (default ``"Recall"``).
+        task: ``"binary"`` or ``"multiclass"``; inferred from the first batch if omitted.
+        num_classes: number of classes; inferred from ``preds.shape[1]`` if omitted.
+
+    Shapes:
+        as ``Accuracy``.
+
+    Example:
+        >>> import torch
+        >>> r = Recall(average="macro")
+        >>> r.update(torch.tensor([[2.0, 0.1], [0.3, 1.0], [0.9, 0.2]]), torch.tensor([0, 1, 1]))
+        >>> round(r.compute(), 4)
+        0.75
+    """
+
+    _binary_cls = "BinaryRecall"
+    _multiclass_cls = "MulticlassRecall"
+
+
+class F1Score(_AveragedScore):
+    """F1, the harmonic mean of precision and recall, averaged as scikit-learn's ``f1_score``.
+
+    Args:
+        average: ``"micro"``, ``"macro"``, ``"weighted"`` or ``"binary"``, as for ``Precision``.
+        name: the name the value is reported under (default ``"F1Score"``).
+        task: ``"binary"`` or ``"multiclass"``; inferred from the first batch if omitted.
+        num_classes: number of classes; inferred from ``preds.shape[1]`` if omitted.
+
+    Shapes:
+        as ``Accuracy``.
+
+    Example:
+        >>> import torch
+        >>> f1 = F1Score(average="binary")
+        >>> f1.update(torch.tensor([2.0, -1.0, 0.5, -0.2]), torch.tensor([1, 0, 0, 1]))
+        >>> round(f1.compute(), 4)
+        0.5
+    """
+
+    _binary_cls = "BinaryF1Score"
+    _multiclass_cls = "MulticlassF1Score"
+
+
+class TopKAccuracy(ClassificationShim):
+    """Fraction of samples whose target is among the ``k`` highest-scored classes.
+
+    Args:
+        k: how many of the top predictions count (>= 1, and at most the number of classes).
+        name: the name the value is reported under (default ``"TopKAccuracy"``).
+        num_classes: number of classes; inferred from ``preds.shape[1]`` if omitted.
+
+    Shapes:
+        ``preds`` (N, C) scores, ``targets`` (N,) class indices.
+
+    Raises:
+        BzConfigError: ``k`` is not an int >= 1.
+        ValueError: at the first batch, if ``preds`` are not (N, C) scores or ``k > C``.
+
+    Example:
+        >>> import torch
+        >>> top2 = TopKAccuracy(k=2)
+        >>> top2.update(torch.tensor([[0.5, 0.3, 0.2], [0.1, 0.2, 0.7]]), torch.tensor([1, 0]))
+        >>> top2.compute()
+        0.5
+    """
+
+    def __init__(self, k: int = 5, name: Optional[str] = None, *, num_classes: Optional[int] = None) -> None:
+        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+            raise BzConfigError(f"TopKAccuracy: k={k!r} is invalid; use an int >= 1")
+        super().__init__(num_classes=num_classes, name=name)
+        self.k = k
+
+    def _make(self, task: Task) -> torchmetrics.Metric:
+        from torchmetrics.classification import MulticlassAccuracy
+
+        if not task.scores:
+            raise ValueError(
+                f"{self.name_for_errors}: needs multiclass scores of shape (N, C) with class-index targets of "
+                f"shape (N,); the first batch is {task.describe()}"
+            )
+        if self.k > task.num_classes:
+            raise ValueError(
+                f"{self.name_for_errors}: k={self.k} is larger than the number of classes ({task.num_classes}); "
+                f"use k <= {task.num_classes}"
+            )
+        return MulticlassAccuracy(task.num_classes, top_k=self.k, average="micro", validate_args=False)
+
+    def _repr_args(self) -> dict[str, object]:
+        return {"k": self.k, **super()._repr_args()}
