@@ -59,7 +59,7 @@ for _stage in Stage:
     for _hook in STAGE_HOOKS[_stage]:
         _HOOK_STAGES[_hook] = (*_HOOK_STAGES.get(_hook, ()), _stage)
 
-#: A plugin that fails this many times in a row is disabled.
+#: A plugin that fails this many times in a row in one stage is disabled.
 MAX_CONSECUTIVE_FAILURES = 5
 
 PluginErrorPolicy = Literal["log", "raise"]
@@ -121,7 +121,8 @@ class LifecycleCallback(pl.Callback):
         self.failures: list[PluginFailure] = []
         self.disabled: set[str] = set()
         self._listeners: dict[Stage, list[Plugin]] = {stage: [] for stage in Stage}
-        self._consecutive_failures: dict[int, int] = {}
+        # (plugin id, stage) -> failures in a row of that plugin in that stage.
+        self._consecutive_failures: dict[tuple[int, Stage], int] = {}
         self._restored_epoch: int | None = None
         self._training_loop_open = False
         self._written_checkpoint: str | None = None
@@ -161,7 +162,8 @@ class LifecycleCallback(pl.Callback):
             except Exception as err:
                 self._plugin_failed(plugin, stage, err)
             else:
-                self._consecutive_failures.pop(id(plugin), None)
+                if self._consecutive_failures:
+                    self._consecutive_failures.pop((id(plugin), stage), None)
 
     def _plugin_failed(self, plugin: Plugin, stage: Stage, err: Exception) -> None:
         if self.plugin_errors == "raise":
@@ -170,15 +172,18 @@ class LifecycleCallback(pl.Callback):
         self.failures.append(failure)
         log.error("plugin %r failed in stage %r (epoch %d):\n%s", plugin.name, stage.value,
                   self.context.epoch, failure.traceback)
-        streak = self._consecutive_failures.get(id(plugin), 0) + 1
-        self._consecutive_failures[id(plugin)] = streak
+        # Counted per stage: a plugin failing at every batch is disabled even if its
+        # end_epoch succeeds in between.
+        key = (id(plugin), stage)
+        streak = self._consecutive_failures.get(key, 0) + 1
+        self._consecutive_failures[key] = streak
         if streak >= MAX_CONSECUTIVE_FAILURES:
             log.warning("plugin %r failed %d times in a row and is disabled for the rest of the run",
                         plugin.name, streak)
             self.disabled.add(plugin.name)
-            for listeners in self._listeners.values():
-                if plugin in listeners:
-                    listeners.remove(plugin)
+            # New lists, not in-place removal: dispatch may be iterating one of them.
+            for listener_stage, listeners in self._listeners.items():
+                self._listeners[listener_stage] = [p for p in listeners if p is not plugin]
 
     # ---------------------------------------------------------------- context updates
     def _fire(self, stage: Stage, trainer: pl.Trainer, module: pl.LightningModule) -> None:
@@ -313,10 +318,19 @@ class LifecycleCallback(pl.Callback):
         self._on_hook("on_train_end", trainer, pl_module)
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        # Plugins hold files and writers: end the session also when training fails.
-        if trainer.state.fn == TrainerFn.FITTING and not isinstance(exception, BzPluginError):
-            self.context.extra["exception"] = exception
+        # Plugins hold files and writers: end the session also when training fails, and when
+        # a plugin failed under plugin_errors="raise" (unless ending the session is what
+        # failed). A failure while ending it is logged, never raised: it would hide `exception`.
+        if trainer.state.fn != TrainerFn.FITTING:
+            return
+        if isinstance(exception, BzPluginError) and exception.stage == Stage.END_TRAINING_SESSION.value:
+            return
+        self.context.extra["exception"] = exception
+        policy, self.plugin_errors = self.plugin_errors, "log"
+        try:
             self._fire(Stage.END_TRAINING_SESSION, trainer, pl_module)
+        finally:
+            self.plugin_errors = policy
 
     # --------------------------------------------------------------- checkpointing
     def checkpoint_written(self, path: str) -> None:

@@ -1,7 +1,57 @@
-"""bz plugins: the ``Plugin`` base class, the registry and the built-in plugins."""
+"""bz plugins: the ``Plugin`` base class, the registry and the built-in plugins.
+
+Importing this package is cheap: the built-in plugins (which need torch, TensorBoard or
+tqdm) are imported the first time one of their names is used.
+"""
 
 from __future__ import annotations
 
-from bz_lightning.plugins.base import Plugin, implemented_stages
+import importlib
+from typing import TYPE_CHECKING, Any
 
-__all__ = ["Plugin", "implemented_stages"]
+from bz_lightning.plugins.base import Plugin, implemented_stages
+from bz_lightning.plugins.registry import (
+    ENTRY_POINT_GROUP,
+    PluginRegistry,
+    create_plugin,
+    get_plugin_registry,
+    list_plugins,
+    register_plugin,
+)
+
+# name -> module that defines it; imported on first access (PEP 562).
+_LAZY = {
+    "ConsoleOutPlugin": "bz_lightning.plugins.console",
+    "TensorBoardPlugin": "bz_lightning.plugins.tensorboard",
+    "EarlyStoppingPlugin": "bz_lightning.plugins.early_stopping",
+    "EarlyStoppingConfig": "bz_lightning.plugins.early_stopping",
+}
+
+__all__ = [
+    "Plugin",
+    "implemented_stages",
+    "ENTRY_POINT_GROUP",
+    "PluginRegistry",
+    "get_plugin_registry",
+    "register_plugin",
+    "create_plugin",
+    "list_plugins",
+    *_LAZY,
+]
+
+if TYPE_CHECKING:
+    from bz_lightning.plugins.console import ConsoleOutPlugin
+    from bz_lightning.plugins.early_stopping import EarlyStoppingConfig, EarlyStoppingPlugin
+    from bz_lightning.plugins.tensorboard import TensorBoardPlugin
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bz_lightning.plugins' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(__all__)

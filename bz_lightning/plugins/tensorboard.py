@@ -1,0 +1,147 @@
+"""``TensorBoardPlugin``: losses, metrics and hyperparameters as TensorBoard event files."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from bz_lightning.context import PluginContext
+from bz_lightning.plugins.base import Plugin
+
+if TYPE_CHECKING:
+    from torch.utils.tensorboard import SummaryWriter
+
+__all__ = ["TensorBoardPlugin"]
+
+
+class TensorBoardPlugin(Plugin):
+    """Writes a run's losses, metrics and hyperparameters for TensorBoard.
+
+    Tags written to ``log_dir``:
+
+    ==============================  =======================================  ==============
+    tag                             value                                    step
+    ==============================  =======================================  ==============
+    ``loss/train_batch``            loss of each training batch              ``epoch * training_loader_len + batch``
+    ``loss/train``                  mean training loss of the epoch          ``epoch``
+    ``loss/validation``             mean validation loss (if validated)      ``epoch``
+    ``metrics/train_<name>``        each metric on the training batches      ``epoch``
+    ``metrics/validation_<name>``   each metric on the validation batches    ``epoch``
+    ==============================  =======================================  ==============
+
+    ``epoch`` and ``batch`` count from 0 (``context.epoch``, the batch index in the epoch).
+    At the end of the session the hyperparameters (``context.hyperparameters``, nested
+    mappings flattened to ``a.b`` keys, non-scalar values as strings) are written for the
+    HParams view with the epoch tags above as its metrics, so it shows their final values.
+    The writer is flushed at every epoch end and closed when the session ends, also when
+    training fails. It is opened at the start of the session, so building the plugin
+    writes nothing.
+
+    Args:
+        training_loader_len: training batches per epoch (for the batch step numbers).
+        log_dir: the run's directory; view with ``tensorboard --logdir <parent>``.
+
+    Example:
+        >>> plugin = TensorBoardPlugin(training_loader_len=100, log_dir="runs/exp1")  # doctest: +SKIP
+        >>> Trainer().add_plugin(plugin)  # doctest: +SKIP
+    """
+
+    def __init__(self, training_loader_len: int, log_dir: str = "runs/experiment") -> None:
+        super().__init__()
+        self.training_loader_len = int(training_loader_len)
+        self.log_dir = str(log_dir)
+        self._writer: SummaryWriter | None = None
+        self._final: dict[str, float] = {}
+        self._previous_total = 0.0
+
+    @classmethod
+    def init(cls, spec: Any, log_dir: str = "runs/experiment") -> TensorBoardPlugin:
+        """Build the plugin from a ``TrainingSpecification`` (uses ``len(spec.training_loader)``)."""
+        return cls(len(spec.training_loader), log_dir=log_dir)
+
+    @property
+    def writer(self) -> SummaryWriter:
+        """The ``SummaryWriter``, opened on first use."""
+        if self._writer is None:
+            from torch.utils.tensorboard import SummaryWriter
+
+            self._writer = SummaryWriter(self.log_dir)
+        return self._writer
+
+    # --------------------------------------------------------------------------- stages
+    def start_training_session(self, context: PluginContext) -> None:
+        self._final = {}
+        _ = self.writer  # open the event file now, not at the first batch
+
+    def start_epoch(self, context: PluginContext) -> None:
+        self._previous_total = 0.0
+
+    def end_training_batch(self, context: PluginContext) -> None:
+        batch = int(context.extra.get("batch_index", context.training_batch_count - 1))
+        step = context.epoch * self.training_loader_len + batch
+        self.writer.add_scalar("loss/train_batch", self._batch_loss(context), step)
+
+    def _batch_loss(self, context: PluginContext) -> float:
+        # The module's last loss is exact; the difference of running totals is the fallback
+        # for modules that keep no stats.
+        stats = getattr(context.extra.get("lightning_module"), "stats", None)
+        last = stats["train"].last_loss if isinstance(stats, dict) and "train" in stats else None
+        total = context.training_loss_total
+        loss = float(last) if last is not None else total - self._previous_total
+        self._previous_total = total
+        return loss
+
+    def end_epoch(self, context: PluginContext) -> None:
+        scalars = _epoch_scalars(context)
+        for tag, value in scalars.items():
+            self.writer.add_scalar(tag, value, context.epoch)
+        self._final = scalars
+        self.writer.flush()
+
+    def end_training_session(self, context: PluginContext) -> None:
+        if self._writer is None:
+            return
+        try:
+            self._write_hparams(context.hyperparameters)
+        finally:
+            self._writer.close()
+            self._writer = None
+
+    def _write_hparams(self, hyperparameters: Mapping[str, Any]) -> None:
+        hparams = _flat_hparams(hyperparameters)
+        if not hparams:
+            return
+        from torch.utils.tensorboard.summary import hparams as hparams_summary
+
+        # Written into the run's own event file (not the sub-run ``add_hparams`` creates),
+        # with the epoch tags as metrics, so the HParams view links to the run's scalars.
+        metrics = {tag: value for tag, value in self._final.items() if math.isfinite(value)}
+        file_writer = self.writer._get_file_writer()
+        for summary in hparams_summary(hparams, metrics):
+            file_writer.add_summary(summary)
+
+
+def _epoch_scalars(context: PluginContext) -> dict[str, float]:
+    scalars: dict[str, float] = {}
+    if context.training_batch_count:
+        scalars["loss/train"] = context.training_loss_total / context.training_batch_count
+    scalars.update({f"metrics/train_{k}": float(v) for k, v in context.training_metrics.items()})
+    if context.validation_batch_count:
+        scalars["loss/validation"] = context.validation_loss_total / context.validation_batch_count
+        scalars.update({f"metrics/validation_{k}": float(v) for k, v in context.validation_metrics.items()})
+    return scalars
+
+
+def _flat_hparams(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested mappings become ``a.b`` keys; values TensorBoard cannot show become strings."""
+    flat: dict[str, Any] = {}
+    for key, value in values.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, Mapping):
+            flat.update(_flat_hparams(value, f"{name}."))
+        elif isinstance(value, (bool, int, float, str)):
+            flat[name] = value
+        else:
+            flat[name] = str(value)
+    return flat
