@@ -1,0 +1,208 @@
+"""Checks a composed bz-train config against the schemas in ``bz_lightning.config``.
+
+Runs before anything is instantiated and imports neither torch nor Lightning, so a typo
+costs a fraction of a second. Each problem becomes one line naming the key, the value,
+what is allowed and the closest allowed name.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import typing
+from collections.abc import Mapping
+from typing import Any
+
+from omegaconf import DictConfig, OmegaConf
+from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException, ValidationError
+
+from bz_lightning.config import GROUP_SCHEMAS, PLUGIN_SCHEMAS, TARGET_SCHEMAS, TrainConfig
+from bz_lightning.errors import BzConfigError, did_you_mean
+
+__all__ = ["validate_config", "resolve_config", "group_option_error"]
+
+# Group nodes that must say what to build.
+_TARGET_GROUPS = ("data", "model", "optimizer", "loss")
+_OPTIONAL_TARGET_GROUPS = ("scheduler",)
+# Keys of a config node that are Hydra's, not the target's.
+_HYDRA_KEYS = {"_target_", "_partial_", "_recursive_", "_convert_", "_args_"}
+
+
+def resolve_config(cfg: DictConfig) -> dict[str, Any]:
+    """The config without ``hydra`` as plain values, interpolations resolved.
+
+    Raises:
+        BzConfigError: a required value is missing (``???``) or an interpolation fails.
+    """
+    cfg = cfg.copy()
+    with _open(cfg):
+        cfg.pop("hydra", None)
+    try:
+        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
+    except MissingMandatoryValue as err:
+        key = err.full_key
+        raise BzConfigError(f"missing required value {key}: set it on the command line, e.g. {key}=...") from None
+    except OmegaConfBaseException as err:
+        message = str(err).splitlines()[0]
+        raise BzConfigError(f"bad interpolation at {err.full_key}: {message}") from None
+
+
+def validate_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
+    """Check ``cfg`` (a composed bz-train config) and return it resolved, as plain values.
+
+    Raises:
+        BzConfigError: with one line per problem found.
+    """
+    values = resolve_config(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
+    problems: list[str] = []
+    problems += _check_node("", values, TrainConfig, skip={"hydra", *_TARGET_GROUPS, *_OPTIONAL_TARGET_GROUPS,
+                                                            "metrics", "plugins", *GROUP_SCHEMAS})
+    for group, schema in GROUP_SCHEMAS.items():
+        node = values.get(group)
+        if isinstance(node, Mapping):
+            problems += _check_node(group, node, schema)
+    for group in (*_TARGET_GROUPS, *_OPTIONAL_TARGET_GROUPS):
+        problems += _check_target(group, values.get(group), required=group in _TARGET_GROUPS)
+    problems += _check_metrics(values.get("metrics") or {})
+    problems += _check_plugins(values.get("plugins") or {})
+    if not problems:
+        problems += _check_optimized_metric(values)
+    if problems:
+        raise BzConfigError("\n".join(problems))
+    return values
+
+
+def group_option_error(group: str, option: str, options: list[str]) -> BzConfigError:
+    """The error for ``group=option`` when the group has no such option."""
+    return BzConfigError(
+        f"{group}={option}: no option {option!r} in config group {group!r}{did_you_mean(option, options)}; "
+        f"available: {', '.join(options) or 'none'}"
+    )
+
+
+# ----------------------------------------------------------------------------- helpers
+def _check_target(group: str, node: Any, required: bool) -> list[str]:
+    if node is None or (isinstance(node, Mapping) and not node and not required):
+        return [] if not required else [f"missing required value {group}: choose an option, e.g. {group}=<option>"]
+    if not isinstance(node, Mapping) or "_target_" not in node:
+        return [f"{group}={node!r}: expected a config with a _target_ (pick an option of the {group!r} group)"]
+    schema = TARGET_SCHEMAS.get(node["_target_"])
+    if schema is None:
+        return []  # a user's own class: instantiate() checks its arguments
+    return _check_node(group, node, schema)
+
+
+def _check_node(path: str, node: Mapping[str, Any], schema: type, skip: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
+    names = [f.name for f in dataclasses.fields(schema)]
+    allowed = [n for n in names if n not in _HYDRA_KEYS]
+    problems = []
+    structured = OmegaConf.structured(schema)
+    for key, value in node.items():
+        if key in skip:
+            continue
+        full = f"{path}.{key}" if path else key
+        if key not in names:
+            if key in _HYDRA_KEYS:
+                continue
+            problems.append(
+                f"{full}={_show(value)}: unknown key{did_you_mean(str(key), allowed)}; "
+                f"{path or 'the top level'} takes: {', '.join(allowed)}"
+            )
+            continue
+        try:
+            OmegaConf.merge(structured, {key: value})
+        except ValidationError:
+            problems.append(f"{full}={_show(value)}: expected {_type_name(schema, key)}")
+    for f in dataclasses.fields(schema):
+        if f.default == "???" and f.name not in node and f.name not in skip:
+            full = f"{path}.{f.name}" if path else f.name
+            problems.append(f"missing required value {full}: set it on the command line, e.g. {full}=...")
+    return problems
+
+
+def _check_metrics(metrics: Any) -> list[str]:
+    if not isinstance(metrics, Mapping):
+        return [f"metrics={_show(metrics)}: expected metric names, e.g. metrics=[accuracy,f1_score]"]
+    from bz_lightning.metrics import get_metric
+
+    problems = []
+    for name, options in metrics.items():
+        if options is not None and not isinstance(options, Mapping):
+            problems.append(f"metrics.{name}={_show(options)}: expected keyword arguments of the metric (a mapping)")
+            continue
+        try:
+            get_metric(name, **{"name": name, **(options or {})})
+        except (BzConfigError, TypeError, ValueError) as err:
+            problems.append(f"metrics.{name}: {err}")
+    return problems
+
+
+def _check_plugins(plugins: Any) -> list[str]:
+    if not isinstance(plugins, Mapping):
+        return [f"plugins={_show(plugins)}: expected plugin names, e.g. plugins=[console_out,tensorboard]"]
+    from bz_lightning.plugins import list_plugins
+
+    available = list_plugins()
+    problems = []
+    for name, options in plugins.items():
+        if name not in available:
+            problems.append(
+                f"plugins.{name}: unknown plugin {name!r}{did_you_mean(str(name), available)}; "
+                f"available: {', '.join(available)}"
+            )
+        elif options is not None and not isinstance(options, Mapping):
+            problems.append(f"plugins.{name}={_show(options)}: expected the plugin's options (a mapping)")
+        elif name in PLUGIN_SCHEMAS:
+            problems += _check_node(f"plugins.{name}", options or {}, PLUGIN_SCHEMAS[name])
+    return problems
+
+
+def _check_optimized_metric(values: Mapping[str, Any]) -> list[str]:
+    wanted = values.get("optimized_metric")
+    if wanted is None:
+        return []
+    available = ["train_loss", "val_loss"]
+    for metric in values.get("metrics") or {}:
+        available += [f"train_{metric}", f"val_{metric}"]
+    if wanted in available:
+        return []
+    return [
+        f"optimized_metric={wanted}: not a metric of this run{did_you_mean(str(wanted), available)}; "
+        f"available: {', '.join(available)}"
+    ]
+
+
+def _type_name(schema: type, key: str) -> str:
+    hint = typing.get_type_hints(schema)[key]
+    origin = typing.get_origin(hint)
+    args = [a for a in typing.get_args(hint) if a is not type(None)]
+    if origin is typing.Union and len(args) == 1:
+        return f"{_plain(args[0])} or null"
+    return _plain(hint)
+
+
+def _plain(hint: Any) -> str:
+    origin = typing.get_origin(hint)
+    if origin in (list, typing.List):  # noqa: UP006
+        (item,) = typing.get_args(hint) or (Any,)
+        return f"a list of {_plain(item)}"
+    if origin in (dict, typing.Dict):  # noqa: UP006
+        return "a mapping"
+    return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
+
+
+def _show(value: Any) -> str:
+    return "null" if value is None else str(value) if not isinstance(value, str) else value
+
+
+class _open:
+    """Context manager: lift OmegaConf's struct/readonly flags from ``cfg`` while inside."""
+
+    def __init__(self, cfg: DictConfig) -> None:
+        self.cfg = cfg
+
+    def __enter__(self) -> None:
+        OmegaConf.set_struct(self.cfg, False)
+        OmegaConf.set_readonly(self.cfg, False)
+
+    def __exit__(self, *exc: Any) -> None:
+        return None

@@ -1,0 +1,165 @@
+"""``bz``: project and checkpoint commands around ``bz-train``.
+
+    bz init [DIR]                      write a project that runs with bz-train
+    bz validate CKPT [key=value ...]   evaluate a checkpoint on its data's validation split
+    bz list-plugins | bz list-metrics  what configs can name
+    bz health [--json]                 Python, torch, Lightning, devices, memory, disk
+
+``bz --help`` and the list commands import neither torch nor Lightning.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import shutil
+import sys
+from typing import Any
+
+from bz_lightning.errors import BzCheckpointError, BzConfigError
+
+__all__ = ["create_parser", "main", "run_init", "run_validation", "run_list_plugins", "run_list_metrics", "run_health"]
+
+
+def create_parser() -> argparse.ArgumentParser:
+    """The ``bz`` argument parser (training itself is ``bz-train``)."""
+    parser = argparse.ArgumentParser(
+        prog="bz",
+        description="bz on PyTorch Lightning. Train with `bz-train` (see `bz-train --help`).",
+    )
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    init = sub.add_parser("init", help="write a small project (conf/, a model, a README) that bz-train runs")
+    init.add_argument("directory", nargs="?", default=".", help="where to write it (default: .)")
+    init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.set_defaults(func=run_init)
+    validate = sub.add_parser("validate", help="evaluate a checkpoint on the validation data and print metrics")
+    validate.add_argument("checkpoint", help="a .ckpt written by bz-train (checkpoint_interval=N)")
+    validate.add_argument("overrides", nargs="*", help="key=value changes to the run's config, e.g. data.root=DIR")
+    validate.add_argument("--json", action="store_true", help="print the metrics as JSON")
+    validate.set_defaults(func=run_validation)
+    sub.add_parser("list-plugins", help="plugin names for the plugins group").set_defaults(func=run_list_plugins)
+    sub.add_parser("list-metrics", help="metric names for the metrics group").set_defaults(func=run_list_metrics)
+    health = sub.add_parser("health", help="versions, accelerators, memory and disk")
+    health.add_argument("--json", action="store_true", help="print as JSON")
+    health.set_defaults(func=run_health)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> None:
+    """The ``bz`` console script; exits 2 on a user error, without a traceback."""
+    args = create_parser().parse_args(argv)
+    try:
+        code = args.func(args)
+    except (BzConfigError, BzCheckpointError) as err:
+        from bz_lightning.cli._launch import exit_with
+
+        exit_with(err, prog=f"bz {args.command}")
+    sys.exit(code or 0)
+
+
+def run_init(args: argparse.Namespace) -> int:
+    from bz_lightning.cli._init import write_project
+
+    written = write_project(args.directory, force=args.force)
+    for path in written:
+        print(f"wrote {path}")
+    where = "" if os.path.abspath(args.directory) == os.getcwd() else f"cd {args.directory} && "
+    print(f"\nnext: {where}bz-train +experiment=example")
+    return 0
+
+
+def run_list_plugins(args: argparse.Namespace) -> int:
+    from bz_lightning.plugins import list_plugins
+
+    print("\n".join(list_plugins()))
+    return 0
+
+
+def run_list_metrics(args: argparse.Namespace) -> int:
+    from bz_lightning.metrics import list_available_metrics
+
+    print("\n".join(list_available_metrics()))
+    return 0
+
+
+def run_validation(args: argparse.Namespace) -> int:
+    """Rebuild the run from the config stored in the checkpoint (``key=value`` overrides
+    applied), load its weights and run ``lightning.Trainer.validate``."""
+    from bz_lightning.cli._checkpoint import validate_checkpoint
+
+    metrics = validate_checkpoint(args.checkpoint, args.overrides)
+    if args.json:
+        print(json.dumps(metrics, indent=2))
+    else:
+        width = max(map(len, metrics), default=0)
+        for name, value in metrics.items():
+            print(f"{name:<{width}}  {value:.4f}")
+    return 0
+
+
+def run_health(args: argparse.Namespace) -> int:
+    report = health_report()
+    if args.json:
+        print(json.dumps(report, indent=2))
+        return 0
+    for key, value in report.items():
+        if isinstance(value, list):
+            print(f"{key}:")
+            for item in value:
+                print("  " + ", ".join(f"{k}={v}" for k, v in item.items()))
+        else:
+            print(f"{key}: {value}")
+    return 0
+
+
+def health_report() -> dict[str, Any]:
+    """What the machine offers bz: versions, accelerators, memory and disk."""
+    import lightning
+    import torch
+
+    gib = 1024**3
+    report: dict[str, Any] = {
+        "python": platform.python_version(),
+        "platform": platform.platform(),
+        "bz_lightning": _version("bz-lightning"),
+        "torch": torch.__version__,
+        "lightning": lightning.__version__,
+        "hydra": _version("hydra-core"),
+        "cpu_count": os.cpu_count(),
+        "torch_threads": torch.get_num_threads(),
+        "cuda_available": torch.cuda.is_available(),
+        "cuda_version": torch.version.cuda,
+        "mps_available": bool(getattr(torch.backends, "mps", None) and torch.backends.mps.is_available()),
+    }
+    try:
+        pages, page_size = os.sysconf("SC_PHYS_PAGES"), os.sysconf("SC_PAGE_SIZE")
+        report["memory_gib"] = round(pages * page_size / gib, 1)
+    except (ValueError, OSError, AttributeError):
+        report["memory_gib"] = None
+    devices = []
+    for index in range(torch.cuda.device_count() if report["cuda_available"] else 0):
+        free, total = torch.cuda.mem_get_info(index)
+        devices.append({
+            "index": index, "name": torch.cuda.get_device_name(index),
+            "memory_total_gib": round(total / gib, 1), "memory_free_gib": round(free / gib, 1),
+        })
+    report["cuda_devices"] = devices
+    disk = shutil.disk_usage(os.getcwd())
+    report["disk_free_gib"] = round(disk.free / gib, 1)
+    report["disk_total_gib"] = round(disk.total / gib, 1)
+    return report
+
+
+def _version(dist: str) -> str | None:
+    from importlib.metadata import PackageNotFoundError, version
+
+    try:
+        return version(dist)
+    except PackageNotFoundError:
+        return None
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,88 @@
+"""``SweepSummary``: a Hydra callback that ends every multirun with a table of its jobs.
+
+Each job of bz-train writes ``<job output dir>/metrics.json``; at the end of the sweep this
+callback reads them, writes ``<sweep dir>/summary.json`` and prints one row per job (its
+overrides and final metrics) with the best job, by ``optimized_metric``, marked.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import math
+from pathlib import Path
+from typing import Any
+
+from hydra.experimental.callback import Callback
+from omegaconf import DictConfig
+
+__all__ = ["SweepSummary", "summarize", "format_table", "higher_is_better"]
+
+log = logging.getLogger("bz_lightning.cli")
+
+SUMMARY_FILE = "summary.json"
+# Final metrics where smaller is better; everything else (accuracy, f1...) is maximised.
+_LOWER_IS_BETTER = ("loss", "mse", "mae", "error")
+
+
+def higher_is_better(metric: str) -> bool:
+    """``val_accuracy`` -> True, ``val_loss`` -> False."""
+    return not any(word in metric for word in _LOWER_IS_BETTER)
+
+
+def summarize(sweep_dir: str | Path, optimized_metric: str | None) -> dict[str, Any]:
+    """Collect the ``metrics.json`` of every job under ``sweep_dir`` into one summary."""
+    sweep_dir = Path(sweep_dir)
+    jobs = []
+    for path in sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
+        record = json.loads(path.read_text())
+        jobs.append({"job": path.parent.name, **record})
+    best = None
+    if optimized_metric:
+        scored = [j for j in jobs if isinstance(j["metrics"].get(optimized_metric), (int, float))]
+        scored = [j for j in scored if math.isfinite(j["metrics"][optimized_metric])]
+        if scored:
+            pick = max if higher_is_better(optimized_metric) else min
+            best = pick(scored, key=lambda j: j["metrics"][optimized_metric])["job"]
+    for job in jobs:
+        job["best"] = job["job"] == best
+    return {"sweep_dir": str(sweep_dir), "optimized_metric": optimized_metric, "best_job": best, "jobs": jobs}
+
+
+def format_table(summary: dict[str, Any]) -> str:
+    """The summary as an aligned text table; the best job's row starts with ``*``."""
+    jobs = summary["jobs"]
+    if not jobs:
+        return f"sweep summary: no job wrote metrics.json under {summary['sweep_dir']}"
+    names = sorted({k for j in jobs for k in j["metrics"]})
+    metric = summary["optimized_metric"]
+    if metric in names:  # the ranked metric first
+        names.remove(metric)
+        names.insert(0, metric)
+    header = ["", "job", "overrides", *names]
+    rows = [
+        ["*" if j["best"] else "", j["job"], " ".join(j.get("overrides", [])) or "-",
+         *(_fmt(j["metrics"].get(n)) for n in names)]
+        for j in jobs
+    ]
+    widths = [max(len(str(r[i])) for r in [header, *rows]) for i in range(len(header))]
+    lines = ["  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip() for r in [header, *rows]]
+    best = summary["best_job"]
+    footer = f"best job: {best} by {metric}" if best is not None else "best job: none (no job reported the metric)"
+    return "\n".join(["sweep summary:", *lines, footer, f"saved {summary['sweep_dir']}/{SUMMARY_FILE}"])
+
+
+def _fmt(value: Any) -> str:
+    return "-" if value is None else f"{value:.4f}" if isinstance(value, float) else str(value)
+
+
+class SweepSummary(Callback):
+    """Hydra callback (``hydra.callbacks.sweep_summary`` in ``train.yaml``)."""
+
+    def on_multirun_end(self, config: DictConfig, **kwargs: Any) -> None:
+        sweep_dir = Path(config.hydra.sweep.dir)
+        if not sweep_dir.is_dir():
+            return
+        summary = summarize(sweep_dir, config.get("optimized_metric"))
+        (sweep_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
+        print(format_table(summary), flush=True)

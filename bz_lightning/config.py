@@ -1,0 +1,319 @@
+"""Dataclass schemas of bz-train's config groups, and ``load_config``.
+
+Every option of every group in ``bz_lightning/conf`` has a schema here. The schemas are
+registered in Hydra's ConfigStore (under ``schema/<group>/<option>``, so a user config
+can extend one with ``defaults: [/schema/model/mlp@_here_]``), and
+``bz_lightning.cli._validate`` checks each composed config against them before anything
+is built: Hydra itself accepts ``+optimizer.lrr=0.1`` silently, even with a schema.
+
+Nodes with a ``_target_`` are checked against the schema registered for that target;
+a user's own target (no schema here) is checked when it is instantiated.
+
+Importing this module does not import torch.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+from dataclasses import dataclass, field, fields
+from typing import Any, Dict, List, Optional
+
+from omegaconf import MISSING
+
+__all__ = [
+    "TrainConfig",
+    "TrainerConfig",
+    "PathsConfig",
+    "MLPConfig",
+    "CNNConfig",
+    "AdamConfig",
+    "AdamWConfig",
+    "SGDConfig",
+    "CosineConfig",
+    "StepConfig",
+    "DigitsConfig",
+    "MNISTConfig",
+    "LossConfig",
+    "ConsoleOutOptions",
+    "TensorBoardOptions",
+    "EarlyStoppingOptions",
+    "TARGET_SCHEMAS",
+    "GROUP_SCHEMAS",
+    "PLUGIN_SCHEMAS",
+    "TrainingSpecification",
+    "register_configs",
+    "load_config",
+]
+
+
+# ----------------------------------------------------------------------------- model
+@dataclass
+class MLPConfig:
+    _target_: str = "bz_lightning.models.MLP"
+    input_shape: List[int] = MISSING
+    num_classes: int = MISSING
+    hidden_sizes: List[int] = field(default_factory=lambda: [128, 64])
+    dropout: float = 0.0
+
+
+@dataclass
+class CNNConfig:
+    _target_: str = "bz_lightning.models.CNN"
+    input_shape: List[int] = MISSING
+    num_classes: int = MISSING
+    channels: List[int] = field(default_factory=lambda: [32, 64])
+    hidden: int = 128
+    dropout: float = 0.1
+
+
+# ------------------------------------------------------------------------- optimizer
+@dataclass
+class AdamConfig:
+    _target_: str = "torch.optim.Adam"
+    _partial_: bool = True
+    lr: float = 1e-3
+    betas: List[float] = field(default_factory=lambda: [0.9, 0.999])
+    eps: float = 1e-8
+    weight_decay: float = 0.0
+    amsgrad: bool = False
+
+
+@dataclass
+class AdamWConfig(AdamConfig):
+    _target_: str = "torch.optim.AdamW"
+    weight_decay: float = 0.01
+
+
+@dataclass
+class SGDConfig:
+    _target_: str = "torch.optim.SGD"
+    _partial_: bool = True
+    lr: float = 1e-2
+    momentum: float = 0.0
+    dampening: float = 0.0
+    weight_decay: float = 0.0
+    nesterov: bool = False
+
+
+# ------------------------------------------------------------------------- scheduler
+@dataclass
+class CosineConfig:
+    _target_: str = "torch.optim.lr_scheduler.CosineAnnealingLR"
+    _partial_: bool = True
+    T_max: int = MISSING
+    eta_min: float = 0.0
+
+
+@dataclass
+class StepConfig:
+    _target_: str = "torch.optim.lr_scheduler.StepLR"
+    _partial_: bool = True
+    step_size: int = MISSING
+    gamma: float = 0.1
+
+
+# ------------------------------------------------------------------------------ data
+@dataclass
+class DigitsConfig:
+    _target_: str = "bz_lightning.data.DigitsDataModule"
+    batch_size: int = 64
+    val_fraction: float = 0.2
+    seed: int = 0
+    num_workers: int = 0
+    input_shape: List[int] = field(default_factory=lambda: [1, 8, 8])
+    num_classes: int = 10
+
+
+@dataclass
+class MNISTConfig:
+    _target_: str = "bz_lightning.data.MNISTDataModule"
+    root: str = MISSING
+    download: bool = True
+    batch_size: int = 128
+    num_workers: int = 0
+    mirrors: List[str] = field(
+        default_factory=lambda: ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"]
+    )
+    input_shape: List[int] = field(default_factory=lambda: [1, 28, 28])
+    num_classes: int = 10
+
+
+# ------------------------------------------------------------------------------ loss
+@dataclass
+class LossConfig:
+    _target_: str = "torch.nn.CrossEntropyLoss"
+    label_smoothing: float = 0.0
+
+
+# --------------------------------------------------------------------------- plugins
+@dataclass
+class ConsoleOutOptions:
+    update_interval: int = 10
+
+
+@dataclass
+class TensorBoardOptions:
+    log_dir: str = "runs/experiment"
+
+
+@dataclass
+class EarlyStoppingOptions:
+    enabled: bool = True
+    patience: int = 10
+    min_delta: float = 0.001
+    monitor: str = "validation_loss"
+    mode: str = "min"
+    restore_best_weights: bool = True
+    verbose: bool = True
+    baseline: Optional[float] = None
+    min_epochs: int = 0
+    strategy: str = "patience"
+    plateau_factor: float = 0.1
+    plateau_patience: int = 10
+    plateau_threshold: float = 0.0001
+    custom_conditions: Dict[str, Any] = field(default_factory=dict)
+
+
+# --------------------------------------------------------------------- trainer, paths
+@dataclass
+class TrainerConfig:
+    """Options passed to ``bz_lightning.Trainer.train`` and on to ``lightning.Trainer``.
+
+    ``None`` means "Lightning's default" and is not passed on.
+    """
+
+    device: str = "auto"
+    precision: Any = "32-true"
+    gradient_clip_val: Optional[float] = None
+    accumulate_grad_batches: int = 1
+    deterministic: Any = False
+    limit_train_batches: Any = None
+    limit_val_batches: Any = None
+    fast_dev_run: Any = False
+    overfit_batches: Any = 0.0
+    log_every_n_steps: int = 50
+    plugin_errors: str = "log"
+    strategy: Optional[str] = None
+    devices: Any = None
+    num_nodes: Optional[int] = None
+    sync_batchnorm: Optional[bool] = None
+    max_time: Optional[str] = None
+
+
+@dataclass
+class PathsConfig:
+    data_dir: str = "data"
+    output_dir: str = MISSING
+
+
+# ----------------------------------------------------------------------------- root
+@dataclass
+class TrainConfig:
+    """The top level of bz-train's config. Group nodes (``model``, ``data``, ...) are
+    checked against the schema of their ``_target_`` (``TARGET_SCHEMAS``)."""
+
+    task_name: str = "train"
+    seed: Optional[int] = 42
+    epochs: int = 5
+    device: str = "auto"
+    compile: bool = False
+    checkpoint_interval: int = 0
+    hyperparameters: Dict[str, Any] = field(default_factory=dict)
+    optimized_metric: Optional[str] = "val_loss"
+    print_config: bool = True
+    paths: PathsConfig = field(default_factory=PathsConfig)
+    trainer: TrainerConfig = field(default_factory=TrainerConfig)
+    data: Any = MISSING
+    model: Any = MISSING
+    optimizer: Any = MISSING
+    scheduler: Any = None
+    loss: Any = field(default_factory=LossConfig)
+    metrics: Dict[str, Any] = field(default_factory=dict)
+    plugins: Dict[str, Any] = field(default_factory=dict)
+
+
+TARGET_SCHEMAS: dict[str, type] = {
+    schema._target_: schema  # type: ignore[attr-defined]
+    for schema in (
+        MLPConfig, CNNConfig, AdamConfig, AdamWConfig, SGDConfig, CosineConfig, StepConfig,
+        DigitsConfig, MNISTConfig, LossConfig,
+    )
+}
+# Schemas of the nodes that have no ``_target_``.
+GROUP_SCHEMAS: dict[str, type] = {"trainer": TrainerConfig, "paths": PathsConfig}
+PLUGIN_SCHEMAS: dict[str, type] = {
+    "console_out": ConsoleOutOptions,
+    "tensorboard": TensorBoardOptions,
+    "early_stopping": EarlyStoppingOptions,
+}
+# (group, option) -> schema, as registered in the ConfigStore.
+_STORE = {
+    ("model", "mlp"): MLPConfig,
+    ("model", "cnn"): CNNConfig,
+    ("optimizer", "adam"): AdamConfig,
+    ("optimizer", "adamw"): AdamWConfig,
+    ("optimizer", "sgd"): SGDConfig,
+    ("scheduler", "cosine"): CosineConfig,
+    ("scheduler", "step"): StepConfig,
+    ("data", "digits"): DigitsConfig,
+    ("data", "mnist"): MNISTConfig,
+    ("trainer", "default"): TrainerConfig,
+    ("paths", "default"): PathsConfig,
+    **{("plugins", name): schema for name, schema in PLUGIN_SCHEMAS.items()},
+}
+
+
+def register_configs() -> None:
+    """Register the schemas in Hydra's ConfigStore as ``schema/<group>/<option>`` and the
+    root as ``schema/train``. Idempotent."""
+    from hydra.core.config_store import ConfigStore
+
+    store = ConfigStore.instance()
+    store.store(group="schema", name="train", node=TrainConfig)
+    for (group, option), schema in _STORE.items():
+        store.store(group=f"schema/{group}", name=option, node=schema)
+
+
+def schema_fields(schema: type) -> list[str]:
+    return [f.name for f in fields(schema)]
+
+
+@dataclass
+class TrainingSpecification:
+    """Everything a training run is made of, built from a config (see ``bz_lightning.cli.train``).
+
+    ``training_loader`` / ``validation_loader`` are DataLoaders; ``hyperparameters`` holds
+    the resolved config as plain values (what checkpoints store).
+    """
+
+    model: Any
+    loss_fn: Any
+    optimizer: Any
+    training_loader: Any
+    validation_loader: Any
+    hyperparameters: Dict[str, Any]
+
+
+def load_config(path: str | os.PathLike[str] | None = None) -> Dict[str, Any]:
+    """Load a saved run config (``config.yaml`` of an output dir, or a ``.json`` file) as a
+    plain dict; without ``path``, compose bz-train's default config.
+
+    Kept for bz's ``load_config`` (backward compatibility); new code composes with Hydra.
+    """
+    from omegaconf import OmegaConf
+
+    if path is None:
+        from hydra import compose, initialize_config_dir
+
+        conf_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf")
+        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
+            cfg = compose("train", overrides=["paths.output_dir=."])
+        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        raise FileNotFoundError(f"config file not found: {path}")
+    if path.endswith(".json"):
+        with open(path) as f:
+            return json.load(f)
+    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]

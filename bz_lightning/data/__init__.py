@@ -1,0 +1,33 @@
+"""Lightning DataModules for the CLI's ``data`` config group.
+
+``digits``: scikit-learn's bundled 8x8 handwritten digits (no download).
+``mnist``: the standard MNIST IDX files, read from ``<root>/MNIST/raw``.
+
+Importing this package is cheap; torch and Lightning load with the first class used.
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import TYPE_CHECKING, Any
+
+__all__ = ["DigitsDataModule", "MNISTDataModule", "read_idx", "MNIST_FILES"]
+
+_LAZY = {
+    "DigitsDataModule": "bz_lightning.data.digits",
+    "MNISTDataModule": "bz_lightning.data.mnist",
+    "read_idx": "bz_lightning.data.mnist",
+    "MNIST_FILES": "bz_lightning.data.mnist",
+}
+
+if TYPE_CHECKING:
+    from bz_lightning.data.digits import DigitsDataModule
+    from bz_lightning.data.mnist import MNIST_FILES, MNISTDataModule, read_idx
+
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        value = getattr(importlib.import_module(_LAZY[name]), name)
+        globals()[name] = value
+        return value
+    raise AttributeError(f"module 'bz_lightning.data' has no attribute {name!r}")
