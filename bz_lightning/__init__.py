@@ -23,6 +23,8 @@ _LAZY = {
     "LifecycleCallback": "bz_lightning.bridge",
     "STAGE_HOOKS": "bz_lightning.bridge",
     "find_latest_checkpoint_epoch": "bz_lightning.checkpointing",
+    "compute_training_signature": "bz_lightning.checkpointing",
+    "Preempted": "bz_lightning.checkpointing",
 }
 
 __all__ = [
@@ -38,7 +40,7 @@ __all__ = [
 
 if TYPE_CHECKING:
     from bz_lightning.bridge import STAGE_HOOKS, LifecycleCallback
-    from bz_lightning.checkpointing import find_latest_checkpoint_epoch
+    from bz_lightning.checkpointing import Preempted, compute_training_signature, find_latest_checkpoint_epoch
     from bz_lightning.module import BzModule
     from bz_lightning.trainer import Trainer, TrainingResult
 

@@ -21,6 +21,7 @@ if TYPE_CHECKING:
 
     from bz_lightning._batch_guard import BatchErrorPolicy, NonFinitePolicy, SkippedBatch
     from bz_lightning.bridge import LifecycleCallback, PluginErrorPolicy, PluginFailure
+    from bz_lightning.checkpointing import ResumeMode, ResumePlan
     from bz_lightning.metrics.base import Metric
     from bz_lightning.module import BzModule, OptimizerLike, SchedulerLike
 
@@ -45,6 +46,12 @@ class TrainingResult:
         warnings: fallbacks that happened (e.g. ``torch.compile`` unavailable).
         module / lightning_trainer: the objects that ran, for further use.
         duration_s: wall time of ``fit``.
+        signature: the run's signature when checkpointing was on (see
+            ``compute_training_signature``).
+        checkpoint_dir: where this run's checkpoints went, or ``None``.
+        resumed_from: the checkpoint this run continued from, or ``None``.
+        reused: ``True`` when the run had already finished: nothing trained, and the values
+            come from its ``result.json`` (``module`` and ``lightning_trainer`` are ``None``).
     """
 
     context: PluginContext
@@ -60,6 +67,10 @@ class TrainingResult:
     module: BzModule | None = None
     lightning_trainer: pl.Trainer | None = None
     duration_s: float = 0.0
+    signature: str | None = None
+    checkpoint_dir: str | None = None
+    resumed_from: str | None = None
+    reused: bool = False
 
     @property
     def metrics(self) -> dict[str, float]:
@@ -120,6 +131,9 @@ class Trainer:
         on_batch_error: BatchErrorPolicy = "skip",
         on_nonfinite_loss: NonFinitePolicy = "raise",
         max_skipped_batches: int | float = 10,
+        resume: ResumeMode = "auto",
+        runs_root: str | None = None,
+        config: Mapping[str, Any] | None = None,
         **lightning_kwargs: Any,
     ) -> TrainingResult:
         """Train ``model`` and return the final context and metrics.
@@ -134,19 +148,29 @@ class Trainer:
             epochs: how many epochs to train (>= 1).
             compile: run the model through ``torch.compile``; falls back to eager with one
                 warning where it cannot work.
-            checkpoint_interval: write a checkpoint every N epochs into ``checkpoint_dir``
-                (0: none).
+            checkpoint_interval: also write ``epoch-N.ckpt`` every N epochs (0: only
+                ``last.ckpt``). Checkpointing is on when this is > 0 or ``checkpoint_dir`` or
+                ``runs_root`` is given; then ``last.ckpt`` is written at every epoch end and on
+                SIGTERM. See docs/resume.md.
             metrics: ``Metric`` objects, computed on training and validation batches.
             hyperparameters: shown to plugins as ``context.hyperparameters``.
             scheduler: optional LR scheduler (see ``BzModule``).
             callbacks: ``TrainingCallback`` objects and/or Lightning ``Callback`` objects.
             plugin_errors: ``"log"`` (default) or ``"raise"``; see ``LifecycleCallback``.
-            checkpoint_dir: where checkpoints go (default ``checkpoints``).
+            checkpoint_dir: where checkpoints go, exactly; by default
+                ``<runs_root>/<signature>/checkpoints``.
             on_batch_error: ``"skip"`` (default) or ``"raise"`` for a training batch whose
                 loading, forward pass or loss raises; see ``BzModule``.
             on_nonfinite_loss: ``"raise"`` (default) or ``"skip"`` on a NaN/Inf loss.
             max_skipped_batches: how many skipped batches a run tolerates (an int), or a
                 fraction of one epoch's batches (a float in (0, 1)); default 10.
+            resume: with checkpointing on, ``"auto"`` continues from the newest readable
+                checkpoint of this run (or returns the stored result of a finished run),
+                ``"never"`` starts fresh (in a new ``<dir>-N`` sibling if old checkpoints
+                exist, which are kept), ``"must"`` raises if there is nothing to continue.
+            runs_root: the root of per-signature run directories (default ``runs``).
+            config: the resolved run configuration; it defines the signature (with the
+                model, optimizer and loss). Without it ``hyperparameters`` does.
             **lightning_kwargs: passed to ``lightning.Trainer`` (``precision``,
                 ``gradient_clip_val``, ``accumulate_grad_batches``, ``deterministic``,
                 ``logger``, ``enable_progress_bar``, ...).
@@ -156,8 +180,13 @@ class Trainer:
             NonFiniteLossError: a NaN/Inf loss under ``on_nonfinite_loss="raise"``.
             BzError: more skipped batches than ``max_skipped_batches`` allows.
             BzPluginError: a plugin failed under ``plugin_errors="raise"``.
+            BzCheckpointError: ``resume="must"`` found nothing to continue from, or the
+                checkpoint directory holds another signature's checkpoints.
+            Preempted: SIGTERM stopped training after saving ``last.ckpt`` (a ``SystemExit``
+                with code 143; re-running the same call continues).
         """
         import lightning.pytorch as pl
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         from bz_lightning._batch_guard import guard_loader
         from bz_lightning._check_args import check_train_args
@@ -170,6 +199,28 @@ class Trainer:
             metrics=metrics,
         )
         device_args = lightning_device_args(device)
+        checkpointing = bool(checkpoint_interval) or checkpoint_dir is not None or runs_root is not None
+        plan: ResumePlan | None = None
+        signature: str | None = None
+        if checkpointing:
+            from bz_lightning.checkpointing import (
+                checkpoint_directory,
+                compute_training_signature,
+                is_finished,
+                plan_resume,
+                remove_stale_temp_files,
+            )
+
+            signature = compute_training_signature(
+                model, optimizer, loss_fn, config if config is not None else {"hyperparameters": hyperparameters or {}}
+            )
+            base = checkpoint_dir if checkpoint_dir is not None else checkpoint_directory(runs_root or "runs", signature)
+            plan = plan_resume(base, resume, signature)
+            remove_stale_temp_files(plan.directory)
+            if resume != "never" and is_finished(plan.finished, epochs):
+                self.logger.info("run %s already finished (%s); reusing its result", signature,
+                                 plan.directory / "result.json")
+                return _stored_result(plan, signature)
 
         module = BzModule(
             model, loss_fn, optimizer, scheduler, metrics, compile=compile, hyperparameters=hyperparameters,
@@ -185,10 +236,30 @@ class Trainer:
                 lightning_callbacks.append(callback)
             else:
                 bridge.add_callback(callback)
-        if checkpoint_interval:
-            from bz_lightning.checkpointing import EpochCheckpoint
+        resume_callback = None
+        checkpoint_io = None
+        if plan is not None and signature is not None:
+            from bz_lightning.checkpointing import (
+                AtomicCheckpointIO,
+                EpochCheckpoint,
+                ReplayState,
+                ResumeCheckpoint,
+                resumable_loader,
+            )
 
-            lightning_callbacks.insert(0, EpochCheckpoint(checkpoint_dir or "checkpoints", checkpoint_interval, bridge))
+            replay = ReplayState()
+            training_loader = resumable_loader(training_loader, replay)
+            if checkpoint_interval:
+                # Before the bridge: bz fires save_checkpoint before end_epoch.
+                lightning_callbacks.insert(0, EpochCheckpoint(plan.directory, checkpoint_interval, bridge))
+            resume_callback = ResumeCheckpoint(plan.directory, signature, replay)
+            checkpoint_io = AtomicCheckpointIO()
+            if plan.checkpoint_path is not None and plan.checkpoint is not None:
+                checkpoint_io.preload(plan.checkpoint_path, plan.checkpoint)
+                self.logger.info(
+                    "resuming run %s from %s (epoch %d done%s)", signature, plan.checkpoint_path, plan.epoch,
+                    f", {plan.batches_into_epoch} batches into epoch {plan.epoch + 1}" if plan.batches_into_epoch else "",
+                )
 
         options: dict[str, Any] = {
             "max_epochs": epochs,
@@ -202,6 +273,10 @@ class Trainer:
         }
         options.update(lightning_kwargs)
         options["callbacks"] = lightning_callbacks + list(lightning_kwargs.get("callbacks", []))
+        if resume_callback is not None:
+            # Last: last.ckpt then holds the state after every other callback's epoch end.
+            options["callbacks"].append(resume_callback)
+            options["plugins"] = [checkpoint_io, *_as_list(lightning_kwargs.get("plugins"))]
         lightning_trainer = pl.Trainer(**options)
 
         started = time.perf_counter()
@@ -211,9 +286,31 @@ class Trainer:
             warnings.filterwarnings("ignore", message=".*have no `val_dataloader`.*")
             # A skipped batch returns None from training_step; bz logs and counts it itself.
             warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
-            lightning_trainer.fit(module, training_loader, validation_loader)
+            # bz's loader wrapper resumes mid-epoch exactly (see checkpointing.rng).
+            warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
+            ckpt_path = str(plan.checkpoint_path) if plan is not None and plan.checkpoint_path else None
+            try:
+                lightning_trainer.fit(module, training_loader, validation_loader, ckpt_path=ckpt_path)
+            except SIGTERMException:
+                # SIGTERM before bz's handler was installed: Lightning would exit with 0.
+                from bz_lightning.checkpointing import Preempted
+
+                preempted = Preempted(None, lightning_trainer.current_epoch)
+                self.logger.warning("%s", preempted)
+                raise preempted from None
+            except SystemExit as stop:
+                if resume_callback is not None and stop is resume_callback.preempted:
+                    self.logger.warning("%s", stop)
+                raise
         duration = time.perf_counter() - started
-        return _result(bridge, module, lightning_trainer, duration)
+        result = _result(bridge, module, lightning_trainer, duration)
+        if plan is not None:
+            result.signature = signature
+            result.checkpoint_dir = str(plan.directory)
+            result.resumed_from = str(plan.checkpoint_path) if plan.checkpoint_path else None
+            if lightning_trainer.is_global_zero:
+                _store_result(plan, result, epochs)
+        return result
 
 
 def lightning_device_args(device: str | torch.device) -> dict[str, Any]:
@@ -266,4 +363,44 @@ def _result(bridge: LifecycleCallback, module: BzModule, trainer: pl.Trainer, du
         module=module,
         lightning_trainer=trainer,
         duration_s=duration,
+    )
+
+
+def _as_list(value: Any) -> list[Any]:
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]
+
+
+def _store_result(plan: ResumePlan, result: TrainingResult, epochs: int) -> None:
+    """Mark the run finished (``result.json``), so a re-run reuses it instead of training."""
+    from bz_lightning.checkpointing import write_finished_run
+
+    write_finished_run(plan.directory, {
+        "signature": result.signature,
+        "epochs": epochs,
+        "epochs_completed": result.epochs_completed,
+        "stopped_early": result.stopped_early,
+        "metrics": result.metrics,
+        "training_metrics": result.training_metrics,
+        "validation_metrics": result.validation_metrics,
+        "training_loss": result.training_loss,
+        "validation_loss": result.validation_loss,
+    })
+
+
+def _stored_result(plan: ResumePlan, signature: str) -> TrainingResult:
+    stored = plan.finished or {}
+    return TrainingResult(
+        context=PluginContext(epoch=max(int(stored.get("epochs_completed", 1)) - 1, 0)),
+        training_metrics=dict(stored.get("training_metrics", {})),
+        validation_metrics=dict(stored.get("validation_metrics", {})),
+        training_loss=float(stored.get("training_loss", float("nan"))),
+        validation_loss=float(stored.get("validation_loss", float("nan"))),
+        epochs_completed=int(stored.get("epochs_completed", 0)),
+        stopped_early=bool(stored.get("stopped_early", False)),
+        signature=signature,
+        checkpoint_dir=str(plan.directory),
+        resumed_from=str(plan.checkpoint_path) if plan.checkpoint_path else None,
+        reused=True,
     )

@@ -202,8 +202,8 @@ def test_nan_loss_stops_with_epoch_batch_and_last_finite_loss(tmp_path) -> None:
     assert err.last_finite_loss is not None and math.isfinite(err.last_finite_loss)
     assert "epoch 1, batch 1" in str(err)
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    # only the checkpoint of the finished, finite epoch exists, and it is finite
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-1.ckpt"]
+    # only the finished, finite epoch was checkpointed (epoch-1 and last), and it is finite
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-1.ckpt", "last.ckpt"]
     state = torch.load(tmp_path / "epoch-1.ckpt", weights_only=True)["state_dict"]
     assert all(torch.isfinite(v).all() for v in state.values())
 

@@ -1,0 +1,232 @@
+"""Where a run's checkpoints live and which one a re-run continues from.
+
+Layout (``runs_root`` is the CLI's ``paths.runs_dir``, ``runs`` for ``Trainer.train``)::
+
+    <runs_root>/<signature>/checkpoints/epoch-N.ckpt   every checkpoint_interval epochs
+    <runs_root>/<signature>/checkpoints/last.ckpt      every epoch end, and on SIGTERM
+    <runs_root>/<signature>/checkpoints/result.json    written when the run finished
+    <runs_root>/<signature>/checkpoints-1/ ...         a later resume="never" start
+
+``resume="auto"`` continues in the newest attempt directory (the highest suffix).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Literal, get_args
+
+from bz_lightning.checkpointing.callbacks import LAST, SIGNATURE_KEY
+from bz_lightning.checkpointing.io import load_checkpoint, write_json
+from bz_lightning.errors import BzCheckpointError, BzConfigError, did_you_mean
+
+__all__ = [
+    "RESULT_FILE",
+    "ResumeMode",
+    "ResumePlan",
+    "checkpoint_directory",
+    "find_latest_checkpoint_epoch",
+    "plan_resume",
+    "read_finished_run",
+    "run_directory",
+    "write_finished_run",
+]
+
+log = logging.getLogger("bz_lightning")
+
+ResumeMode = Literal["auto", "never", "must"]
+RESULT_FILE = "result.json"
+_EPOCH_FILE = re.compile(r"^epoch-(\d+)\.ckpt$")
+
+
+def run_directory(runs_root: str | os.PathLike[str], signature: str) -> Path:
+    """``<runs_root>/<signature>``: the stable directory of every run with this signature."""
+    return Path(runs_root) / signature
+
+
+def checkpoint_directory(runs_root: str | os.PathLike[str], signature: str) -> Path:
+    """``<runs_root>/<signature>/checkpoints``: the first attempt's checkpoint directory."""
+    return run_directory(runs_root, signature) / "checkpoints"
+
+
+def find_latest_checkpoint_epoch(checkpoint_dir: str | os.PathLike[str]) -> int | None:
+    """The highest N among ``epoch-N.ckpt`` files in ``checkpoint_dir``, or ``None``.
+
+    Only names are read; see ``plan_resume`` for which file a re-run actually loads.
+    """
+    epochs = [int(m.group(1)) for m in map(_EPOCH_FILE.match, _names(checkpoint_dir)) if m]
+    return max(epochs, default=None)
+
+
+def _names(directory: str | os.PathLike[str]) -> list[str]:
+    try:
+        return os.listdir(directory)
+    except (FileNotFoundError, NotADirectoryError):
+        return []
+
+
+def attempt_directories(base: str | os.PathLike[str]) -> list[Path]:
+    """``base`` and its existing ``base-1``, ``base-2``, ... siblings, oldest first."""
+    base = Path(base)
+    pattern = re.compile(rf"^{re.escape(base.name)}-(\d+)$")
+    found = [(0, base)] if base.is_dir() else []
+    for name in _names(base.parent):
+        match = pattern.match(name)
+        if match and (base.parent / name).is_dir():
+            found.append((int(match.group(1)), base.parent / name))
+    return [path for _, path in sorted(found)]
+
+
+def _has_run(directory: Path) -> bool:
+    return any(n.endswith(".ckpt") or n == RESULT_FILE for n in _names(directory))
+
+
+def _candidates(directory: Path) -> list[Path]:
+    """``last.ckpt`` first, then ``epoch-N.ckpt`` from the highest N down."""
+    names = _names(directory)
+    epochs = sorted((int(m.group(1)) for m in map(_EPOCH_FILE.match, names) if m), reverse=True)
+    found = [directory / LAST] if LAST in names else []
+    return found + [directory / f"epoch-{n}.ckpt" for n in epochs]
+
+
+@dataclass
+class ResumePlan:
+    """What ``plan_resume`` decided.
+
+    Attributes:
+        directory: where this run writes its checkpoints.
+        checkpoint_path: the checkpoint to continue from, or ``None`` to start fresh.
+        checkpoint: that checkpoint's contents (already read with ``weights_only=True``).
+        finished: the stored ``result.json`` when the run in ``directory`` had finished.
+        errors: unreadable checkpoints that were skipped, one message each.
+    """
+
+    directory: Path
+    checkpoint_path: Path | None = None
+    checkpoint: dict[str, Any] | None = None
+    finished: dict[str, Any] | None = None
+    errors: list[str] = field(default_factory=list)
+
+    @property
+    def epoch(self) -> int:
+        """Epochs completed in the checkpoint (0 without one)."""
+        if not self.checkpoint:
+            return 0
+        # Lightning stores the epoch in progress: at an epoch end it has not advanced yet.
+        epoch = int(self.checkpoint.get("epoch", 0))
+        return epoch if self.batches_into_epoch else epoch + 1
+
+    @property
+    def batches_into_epoch(self) -> int:
+        """Batches already trained in the checkpoint's unfinished epoch (0 at an epoch end)."""
+        state = _resume_state(self.checkpoint)
+        mid = state.get("mid_epoch") if state else None
+        return int(mid["consumed"]) if mid else 0
+
+    @property
+    def stop_requested(self) -> bool:
+        """Whether the checkpointed run had been stopped (early stopping) at its last epoch end."""
+        state = _resume_state(self.checkpoint)
+        return bool(state.get("stop_requested")) if state else False
+
+
+def _resume_state(checkpoint: dict[str, Any] | None) -> dict[str, Any] | None:
+    if not checkpoint:
+        return None
+    for key, state in checkpoint.get("callbacks", {}).items():
+        if str(key).startswith("ResumeCheckpoint"):
+            return state
+    return None
+
+
+def plan_resume(checkpoint_dir: str | os.PathLike[str], resume: ResumeMode, signature: str) -> ResumePlan:
+    """Decide where a run writes its checkpoints and which one it continues from.
+
+    * ``"auto"``: the newest attempt directory (``checkpoint_dir`` or its highest
+      ``checkpoint_dir-N`` sibling); its newest *readable* checkpoint (``last.ckpt``, else
+      ``epoch-N.ckpt`` from the highest N down) is continued; unreadable ones are logged as
+      errors and skipped. Nothing readable: start fresh there.
+    * ``"never"``: start fresh; if the newest attempt directory already holds checkpoints or
+      a result, a new sibling ``checkpoint_dir-<n+1>`` is used, so nothing is overwritten.
+    * ``"must"``: like ``"auto"``, but nothing readable raises ``BzCheckpointError``.
+
+    Raises:
+        BzConfigError: ``resume`` is not one of the three modes.
+        BzCheckpointError: ``"must"`` found nothing to continue from (the message names the
+            directory searched), or a checkpoint belongs to another signature.
+    """
+    if resume not in get_args(ResumeMode):
+        raise BzConfigError(
+            f"resume must be one of {', '.join(map(repr, get_args(ResumeMode)))}, got {resume!r}"
+            f"{did_you_mean(str(resume), get_args(ResumeMode))}"
+        )
+    base = Path(checkpoint_dir)
+    attempts = attempt_directories(base)
+    newest = attempts[-1] if attempts else base
+    if resume == "never":
+        if _has_run(newest):
+            suffix = int(newest.name.rsplit("-", 1)[1]) + 1 if newest != base else 1
+            newest = base.parent / f"{base.name}-{suffix}"
+        return ResumePlan(directory=newest)
+    plan = ResumePlan(directory=newest, finished=read_finished_run(newest))
+    for path in _candidates(newest):
+        try:
+            checkpoint = load_checkpoint(path, map_location="cpu")
+        except BzCheckpointError as err:
+            log.error("%s; falling back to an older checkpoint", err)
+            plan.errors.append(str(err))
+            continue
+        found = checkpoint.get(SIGNATURE_KEY)
+        if found != signature:
+            raise BzCheckpointError(
+                f"{path} belongs to a run with signature {found!r}, not this run's {signature!r}: a setting "
+                "that defines the run changed; pass resume='never' to start fresh beside it, or use another "
+                "checkpoint directory"
+            )
+        plan.checkpoint_path, plan.checkpoint = path, checkpoint
+        break
+    if plan.checkpoint_path is None and resume == "must":
+        tried = f" (unreadable: {'; '.join(plan.errors)})" if plan.errors else ""
+        raise BzCheckpointError(
+            f"resume='must' but there is no checkpoint to continue from in {newest}{tried}; "
+            "run once with resume='auto' or resume='never' first"
+        )
+    return plan
+
+
+def read_finished_run(checkpoint_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
+    """The ``result.json`` a finished run left in ``checkpoint_dir``, or ``None``.
+
+    Its keys: ``signature``, ``epochs`` (the target), ``epochs_completed``,
+    ``stopped_early``, ``metrics`` (``TrainingResult.metrics``), ``training_metrics``,
+    ``validation_metrics``, ``training_loss``, ``validation_loss``.
+    """
+    path = Path(checkpoint_dir) / RESULT_FILE
+    try:
+        with open(path) as f:
+            data = json.load(f)
+    except FileNotFoundError:
+        return None
+    except (OSError, ValueError) as err:
+        log.error("cannot read %s (%s); treating the run as unfinished", path, err)
+        return None
+    return data if isinstance(data, dict) else None
+
+
+def write_finished_run(checkpoint_dir: str | os.PathLike[str], data: dict[str, Any]) -> Path:
+    """Write ``result.json`` atomically into ``checkpoint_dir``; return its path."""
+    path = Path(checkpoint_dir) / RESULT_FILE
+    write_json(path, data)
+    return path
+
+
+def is_finished(finished: dict[str, Any] | None, epochs: int) -> bool:
+    """Whether a stored result means there is nothing left to train for ``epochs`` epochs:
+    the run stopped early, or it completed at least ``epochs`` epochs."""
+    if not finished:
+        return False
+    return bool(finished.get("stopped_early")) or int(finished.get("epochs_completed", 0)) >= epochs
