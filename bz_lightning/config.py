@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import os
 from dataclasses import dataclass, field, fields
+from enum import Enum
 from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
@@ -38,6 +39,7 @@ __all__ = [
     "ConsoleOutOptions",
     "TensorBoardOptions",
     "EarlyStoppingOptions",
+    "OptunaPruningOptions",
     "TARGET_SCHEMAS",
     "GROUP_SCHEMAS",
     "PLUGIN_SCHEMAS",
@@ -48,6 +50,21 @@ __all__ = [
 
 
 # ----------------------------------------------------------------------------- model
+class ResumeMode(str, Enum):
+    """``resume``: see ``Trainer.train``."""
+
+    auto = "auto"
+    never = "never"
+    must = "must"
+
+
+class PluginErrors(str, Enum):
+    """``trainer.plugin_errors``: see ``LifecycleCallback``."""
+
+    log = "log"
+    raise_ = "raise"
+
+
 @dataclass
 class MLPConfig:
     _target_: str = "bz_lightning.models.MLP"
@@ -175,6 +192,14 @@ class EarlyStoppingOptions:
     custom_conditions: Dict[str, Any] = field(default_factory=dict)
 
 
+@dataclass
+class OptunaPruningOptions:
+    # None: from BZ_OPTUNA_STUDY / BZ_OPTUNA_TRIAL, which bz's Optuna sweeper sets.
+    study_file: Optional[str] = None
+    trial_number: Optional[int] = None
+    monitor: str = "val_loss"
+
+
 # --------------------------------------------------------------------- trainer, paths
 @dataclass
 class TrainerConfig:
@@ -193,7 +218,7 @@ class TrainerConfig:
     fast_dev_run: Any = False
     overfit_batches: Any = 0.0
     log_every_n_steps: int = 50
-    plugin_errors: str = "log"
+    plugin_errors: PluginErrors = PluginErrors.log
     strategy: Optional[str] = None
     devices: Any = None
     num_nodes: Optional[int] = None
@@ -205,6 +230,7 @@ class TrainerConfig:
 class PathsConfig:
     data_dir: str = "data"
     output_dir: str = MISSING
+    runs_dir: str = "runs"
 
 
 # ----------------------------------------------------------------------------- root
@@ -219,6 +245,7 @@ class TrainConfig:
     device: str = "auto"
     compile: bool = False
     checkpoint_interval: int = 0
+    resume: ResumeMode = ResumeMode.auto
     hyperparameters: Dict[str, Any] = field(default_factory=dict)
     optimized_metric: Optional[str] = "val_loss"
     print_config: bool = True
@@ -246,6 +273,7 @@ PLUGIN_SCHEMAS: dict[str, type] = {
     "console_out": ConsoleOutOptions,
     "tensorboard": TensorBoardOptions,
     "early_stopping": EarlyStoppingOptions,
+    "optuna_pruning": OptunaPruningOptions,
 }
 # (group, option) -> schema, as registered in the ConfigStore.
 _STORE = {

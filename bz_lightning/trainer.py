@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -77,7 +78,7 @@ class TrainingResult:
         """All final values flat: ``train_loss``, ``val_loss``, ``train_<m>``, ``val_<m>``."""
         values = {"train_loss": self.training_loss}
         values.update({f"train_{k}": v for k, v in self.training_metrics.items()})
-        if self.context.validation_batch_count:
+        if not math.isnan(self.validation_loss):  # NaN: no validation batches ran
             values["val_loss"] = self.validation_loss
             values.update({f"val_{k}": v for k, v in self.validation_metrics.items()})
         return values
@@ -347,14 +348,14 @@ def lightning_device_args(device: str | torch.device) -> dict[str, Any]:
 
 def _result(bridge: LifecycleCallback, module: BzModule, trainer: pl.Trainer, duration: float) -> TrainingResult:
     ctx = bridge.context
-    train, val = module.stats["train"], module.stats["val"]
     fallback = [f"torch.compile fell back to eager: {module.compile_fallback}"] if module.compile_fallback else []
     return TrainingResult(
         context=ctx,
         training_metrics=dict(ctx.training_metrics),
         validation_metrics=dict(ctx.validation_metrics),
-        training_loss=train.loss_mean,
-        validation_loss=val.loss_mean,
+        # The context's totals are summed over processes under DDP; the module's are local.
+        training_loss=_mean(ctx.training_loss_total, ctx.training_batch_count),
+        validation_loss=_mean(ctx.validation_loss_total, ctx.validation_batch_count),
         epochs_completed=trainer.current_epoch,
         stopped_early=trainer.should_stop,
         plugin_failures=list(bridge.failures),
@@ -364,6 +365,10 @@ def _result(bridge: LifecycleCallback, module: BzModule, trainer: pl.Trainer, du
         lightning_trainer=trainer,
         duration_s=duration,
     )
+
+
+def _mean(total: float, count: int) -> float:
+    return total / count if count else float("nan")
 
 
 def _as_list(value: Any) -> list[Any]:

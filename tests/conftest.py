@@ -48,6 +48,13 @@ def _quiet_lightning(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
     run every test in its own directory so nothing is written into the repository."""
     monkeypatch.chdir(tmp_path)
     logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    # Hydra runs in-process in some tests and reconfigures logging; give every test bz's
+    # loggers back as they were (enabled, propagating to caplog).
+    for name, logger in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("bz_lightning") and isinstance(logger, logging.Logger):
+            logger.disabled = False
+            logger.propagate = True
+            logger.setLevel(logging.NOTSET)
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
 

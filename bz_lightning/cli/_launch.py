@@ -6,13 +6,16 @@ Hydra's silent acceptance of ``+optimizer.lrr=0.1``.
 
 from __future__ import annotations
 
+import json
 import os
 import sys
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from typing import Any, NoReturn
 
 from bz_lightning.errors import BzConfigError
 
-__all__ = ["prepare_argv", "preflight", "exit_with", "OVERLAY_GROUPS"]
+__all__ = ["prepare_argv", "preflight", "exit_with", "is_ddp_child", "multirun_job", "OVERLAY_GROUPS", "DDP_JOB_ARGV_ENV"]
 
 # Groups that train.yaml lists as `group: null`: Hydra wants `experiment=x` for them, and
 # `+experiment=x` fails ("Multiple values for experiment"); both spellings are accepted.
@@ -22,19 +25,88 @@ _INFO_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion")
 # Sweeps larger than this are checked on their first jobs only.
 _MAX_CHECKED_JOBS = 32
 
+#: Set by a multirun job for the DDP processes Lightning starts: the command line of that
+#: one job (JSON list), which the processes run instead of the whole sweep.
+DDP_JOB_ARGV_ENV = "BZ_DDP_JOB_ARGV"
+# What Lightning's `_hydra_subprocess_cmd` appends to a DDP child's command line.
+_DDP_CHILD_MARKER = "hydra.job.name=train_ddp_process_"
+# Environment Lightning's subprocess launcher sets in the process that starts the others;
+# left behind, the next job of a sweep in this process would wait for processes nobody starts.
+_DDP_LAUNCH_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
+# Hydra overrides of the sweep that a DDP child, which runs one job, must not repeat.
+_SWEEP_ONLY_KEYS = ("hydra.mode", "hydra.run.dir", "hydra.job.name", "hydra.output_subdir")
+
 
 def prepare_argv(argv: list[str], cwd: str | None = None) -> list[str]:
     """Normalise bz-train's command line before Hydra sees it.
 
     * ``+experiment=x`` -> ``experiment=x`` (and the same for ``debug``, ``hparams_search``);
     * with ``cwd`` holding a ``conf`` directory, add it to Hydra's search path, so a
-      project's own groups and experiments are found (``--config-dir`` adds another).
+      project's own groups and experiments are found (``--config-dir`` adds another);
+    * in a DDP process that Lightning started for one job of a multirun (Lightning re-runs
+      the parent's command line, ``-m`` and all, which would start a new sweep in every
+      process: Lightning #11300, Hydra #2070), that job's own command line instead.
     """
+    child = _ddp_child_argv(argv, os.environ)
+    if child is not None:
+        return child
     argv = [arg[1:] if any(arg.startswith(f"+{g}=") for g in OVERLAY_GROUPS) else arg for arg in argv]
     if cwd is not None and os.path.isdir(os.path.join(cwd, "conf")):
         if not any(arg.startswith("hydra.searchpath=") for arg in argv):
             argv.append(f"hydra.searchpath=[file://{os.path.join(os.path.abspath(cwd), 'conf')}]")
     return argv
+
+
+def is_ddp_child(argv: list[str], environ: Mapping[str, str] = os.environ) -> bool:
+    """Whether this process is a DDP process that Lightning started from a Hydra app."""
+    return "LOCAL_RANK" in environ and any(arg.startswith(_DDP_CHILD_MARKER) for arg in argv)
+
+
+def _ddp_child_argv(argv: list[str], environ: Mapping[str, str]) -> list[str] | None:
+    job = environ.get(DDP_JOB_ARGV_ENV)
+    if job is None or not is_ddp_child(argv, environ):
+        return None
+    marker = next(arg for arg in argv if arg.startswith(_DDP_CHILD_MARKER))
+    return [*json.loads(job), marker, "hydra.output_subdir=null"]
+
+
+@contextmanager
+def multirun_job() -> Iterator[None]:
+    """Around one job of a Hydra multirun that may train with DDP.
+
+    Publishes the job's own command line in ``BZ_DDP_JOB_ARGV`` (its overrides, its output
+    directory as ``hydra.run.dir``, ``hydra.mode=RUN``) for the processes Lightning starts,
+    and afterwards removes what Lightning's launcher left in this process (its environment
+    variables, the process group), so the next job of the sweep starts its own. Does
+    nothing outside a multirun, or in a process that did not start the others.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    hydra_cfg = HydraConfig.get()
+    if hydra_cfg.mode != RunMode.MULTIRUN or "LOCAL_RANK" in os.environ:
+        yield
+        return
+    sweep_only = [o for o in hydra_cfg.overrides.hydra if o.split("=", 1)[0].lstrip("+~") in _SWEEP_ONLY_KEYS]
+    job_argv = [
+        *hydra_cfg.overrides.task,
+        *(o for o in hydra_cfg.overrides.hydra if o not in sweep_only),
+        f"hydra.run.dir={json.dumps(str(hydra_cfg.runtime.output_dir))}",
+        "hydra.mode=RUN",
+    ]
+    saved = {key: os.environ.get(key) for key in (DDP_JOB_ARGV_ENV, *_DDP_LAUNCH_ENV)}
+    os.environ[DDP_JOB_ARGV_ENV] = json.dumps(job_argv)
+    try:
+        yield
+    finally:
+        for key, value in saved.items():
+            if value is None:
+                os.environ.pop(key, None)
+            else:
+                os.environ[key] = value
+        distributed = sys.modules.get("torch.distributed")
+        if distributed is not None and distributed.is_available() and distributed.is_initialized():
+            distributed.destroy_process_group()
 
 
 def exit_with(err: BaseException, prog: str = "bz-train") -> NoReturn:

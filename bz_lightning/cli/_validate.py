@@ -8,6 +8,7 @@ what is allowed and the closest allowed name.
 from __future__ import annotations
 
 import dataclasses
+import enum
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -187,6 +188,8 @@ def _plain(hint: Any) -> str:
         return f"a list of {_plain(item)}"
     if origin in (dict, typing.Dict):  # noqa: UP006
         return "a mapping"
+    if isinstance(hint, type) and issubclass(hint, enum.Enum):
+        return "one of " + ", ".join(str(member.value) for member in hint)
     return {int: "an integer", float: "a number", bool: "true or false", str: "a string"}.get(hint, str(hint))
 
 

@@ -2,7 +2,9 @@
 
 Each job of bz-train writes ``<job output dir>/metrics.json``; at the end of the sweep this
 callback reads them, writes ``<sweep dir>/summary.json`` and prints one row per job (its
-overrides and final metrics) with the best job, by ``optimized_metric``, marked.
+status, overrides and final metrics) with the best job, by ``optimized_metric``, marked.
+The status is ``complete``, ``pruned`` (an Optuna trial stopped early) or ``failed`` (the job
+left no ``metrics.json``: it raised, or its metric diverged to NaN).
 """
 
 from __future__ import annotations
@@ -34,9 +36,18 @@ def summarize(sweep_dir: str | Path, optimized_metric: str | None) -> dict[str, 
     """Collect the ``metrics.json`` of every job under ``sweep_dir`` into one summary."""
     sweep_dir = Path(sweep_dir)
     jobs = []
-    for path in sorted(sweep_dir.glob("*/metrics.json"), key=lambda p: (len(p.parent.name), p.parent.name)):
-        record = json.loads(path.read_text())
-        jobs.append({"job": path.parent.name, **record})
+    # A job directory is one with Hydra's record of the job (.hydra/) or with bz's metrics;
+    # a job that has the first but not the second failed before it finished.
+    job_dirs = {p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")}
+    job_dirs |= {p.parent for p in sweep_dir.glob("*/metrics.json")}
+    for job_dir in sorted(job_dirs, key=lambda p: (len(p.name), p.name)):
+        path = job_dir / "metrics.json"
+        if path.is_file():
+            record = json.loads(path.read_text())
+            record.setdefault("status", "complete")
+        else:
+            record = {"status": "failed", "metrics": {}, "overrides": _hydra_overrides(job_dir)}
+        jobs.append({"job": job_dir.name, **record})
     best = None
     if optimized_metric:
         scored = [j for j in jobs if isinstance(j["metrics"].get(optimized_metric), (int, float))]
@@ -49,6 +60,13 @@ def summarize(sweep_dir: str | Path, optimized_metric: str | None) -> dict[str, 
     return {"sweep_dir": str(sweep_dir), "optimized_metric": optimized_metric, "best_job": best, "jobs": jobs}
 
 
+def _hydra_overrides(job_dir: Path) -> list[str]:
+    from omegaconf import OmegaConf
+
+    path = job_dir / ".hydra" / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(path)] if path.is_file() else []
+
+
 def format_table(summary: dict[str, Any]) -> str:
     """The summary as an aligned text table; the best job's row starts with ``*``."""
     jobs = summary["jobs"]
@@ -59,9 +77,9 @@ def format_table(summary: dict[str, Any]) -> str:
     if metric in names:  # the ranked metric first
         names.remove(metric)
         names.insert(0, metric)
-    header = ["", "job", "overrides", *names]
+    header = ["", "job", "status", "overrides", *names]
     rows = [
-        ["*" if j["best"] else "", j["job"], " ".join(j.get("overrides", [])) or "-",
+        ["*" if j["best"] else "", j["job"], j.get("status", "complete"), " ".join(j.get("overrides", [])) or "-",
          *(_fmt(j["metrics"].get(n)) for n in names)]
         for j in jobs
     ]

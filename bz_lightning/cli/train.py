@@ -23,7 +23,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from bz_lightning.cli._launch import exit_with, prepare_argv, preflight
+from bz_lightning.cli._launch import exit_with, is_ddp_child, multirun_job, prepare_argv, preflight
 from bz_lightning.errors import BzConfigError
 
 __all__ = ["main", "train", "METRICS_FILE"]
@@ -46,14 +46,16 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     values = validate_config(cfg)
     output_dir = Path(values["paths"]["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)
-    if values["print_config"]:
-        print(OmegaConf.to_yaml(values), flush=True)
-    OmegaConf.save(values, output_dir / "config.yaml")
-    metrics = build_metrics(values["metrics"])
-
     import lightning.pytorch as pl
 
     from bz_lightning.trainer import Trainer
+
+    # Under DDP every process runs this function; the files of the run are written once.
+    if _is_rank_zero():
+        if values["print_config"]:
+            print(OmegaConf.to_yaml(values), flush=True)
+        OmegaConf.save(values, output_dir / "config.yaml")
+    metrics = build_metrics(values["metrics"])
 
     if values["seed"] is not None:
         pl.seed_everything(values["seed"], workers=True)
@@ -69,6 +71,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = Trainer()
     for plugin in build_plugins(values["plugins"], len(train_loader), len(val_loader)):
         trainer.add_plugin(plugin)
+    pruning = next((p for p in trainer.plugins if p.name == "OptunaPruningPlugin"), None)
+    if pruning is None:
+        pruning = optuna_trial_plugin(values["optimized_metric"])
+        if pruning is not None:
+            trainer.add_plugin(pruning)
     result = trainer.train(
         model, optimizer, loss_fn, train_loader, val_loader,
         device=values["device"],
@@ -80,22 +87,46 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         hyperparameters={**values["hyperparameters"], CONFIG_KEY: values},
         scheduler=scheduler,
         plugin_errors=values["trainer"]["plugin_errors"],
-        checkpoint_dir=str(output_dir / "checkpoints"),
+        # The signature of the resolved config picks <runs_dir>/<signature>/checkpoints.
+        config=values,
+        runs_root=values["paths"]["runs_dir"],
+        resume=values["resume"],
         **lightning_kwargs(values["trainer"]),
     )
     record = {
+        "status": "pruned" if getattr(pruning, "pruned", False) else "complete",
         "metrics": {k: _finite(v) for k, v in result.metrics.items()},
         "optimized_metric": values["optimized_metric"],
         "epochs": result.epochs_completed,
         "duration_s": round(result.duration_s, 3),
         "stopped_early": result.stopped_early,
         "plugin_failures": len(result.plugin_failures),
+        "signature": result.signature,
+        "checkpoint_dir": result.checkpoint_dir,
+        "resumed_from": result.resumed_from,
+        "reused": result.reused,
         "overrides": _overrides(),
         "output_dir": str(output_dir),
     }
-    (output_dir / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")
-    print(_final_line(record), flush=True)
+    if _is_rank_zero():
+        (output_dir / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        print(_final_line(record), flush=True)
     return record
+
+
+def optuna_trial_plugin(optimized_metric: str | None) -> Any:
+    """The ``optuna_pruning`` plugin when this job is a trial of bz's Optuna sweeper (which
+    names the study and trial in ``BZ_OPTUNA_STUDY`` / ``BZ_OPTUNA_TRIAL``), else ``None``."""
+    from bz_lightning.plugins.optuna_pruning import STUDY_ENV, TRIAL_ENV
+
+    if TRIAL_ENV not in os.environ or STUDY_ENV not in os.environ:
+        return None
+    if not optimized_metric:
+        log.warning("an Optuna trial without optimized_metric: nothing to report, no pruning")
+        return None
+    from bz_lightning.plugins import create_plugin
+
+    return create_plugin("optuna_pruning", {"monitor": optimized_metric})
 
 
 # An absolute path: the configs ship inside the package, wherever it is installed.
@@ -106,7 +137,8 @@ CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 def _hydra_main(cfg: DictConfig) -> float | None:
     """The Hydra task: one job. Returns ``optimized_metric`` for sweepers such as Optuna."""
     try:
-        record = train(cfg)
+        with multirun_job():
+            record = train(cfg)
     except BzConfigError as err:
         exit_with(err)
     wanted = record["optimized_metric"]
@@ -120,11 +152,20 @@ def main() -> None:
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
     sys.argv[1:] = prepare_argv(sys.argv[1:], cwd=os.getcwd())
-    try:
-        preflight(sys.argv[1:])
-    except BzConfigError as err:
-        exit_with(err)
+    if not is_ddp_child(sys.argv[1:]):  # the process that started it checked the command line
+        try:
+            preflight(sys.argv[1:])
+        except BzConfigError as err:
+            exit_with(err)
     _hydra_main()
+
+
+def _is_rank_zero() -> bool:
+    """Whether this is the global-rank-0 process (from RANK / LOCAL_RANK / SLURM_PROCID
+    until Lightning sets the rank when training starts)."""
+    from lightning.pytorch.utilities import rank_zero_only
+
+    return getattr(rank_zero_only, "rank", 0) == 0
 
 
 def _overrides() -> list[str]:
