@@ -59,6 +59,24 @@ for _stage in Stage:
     for _hook in STAGE_HOOKS[_stage]:
         _HOOK_STAGES[_hook] = (*_HOOK_STAGES.get(_hook, ()), _stage)
 
+#: Callback hooks Lightning calls at every training or validation step, with the stage each
+#: fires (``None``: the bridge has no use for the hook). Lightning calls a callback's hook
+#: only if ``callable(getattr(callback, hook))``, and each call it makes costs about 18
+#: Python calls (a profiler context, property lookups); so the bridge sets the hooks whose
+#: stage has no listener to ``None`` on the instance, and a step costs nothing for them.
+_STEP_HOOKS: Mapping[str, Stage | None] = MappingProxyType(
+    {
+        "on_train_batch_start": Stage.START_TRAINING_BATCH,
+        "on_train_batch_end": Stage.END_TRAINING_BATCH,
+        "on_validation_batch_start": Stage.START_VALIDATION_BATCH,
+        "on_validation_batch_end": Stage.END_VALIDATION_BATCH,
+        "on_before_backward": None,
+        "on_after_backward": None,
+        "on_before_optimizer_step": None,
+        "on_before_zero_grad": None,
+    }
+)
+
 #: A plugin that fails this many times in a row in one stage is disabled.
 MAX_CONSECUTIVE_FAILURES = 5
 
@@ -100,6 +118,11 @@ class LifecycleCallback(pl.Callback):
 
     ``context.should_stop_training`` set by any plugin stops training after the current
     epoch's ``end_epoch``; under DDP the decision is shared by all processes.
+
+    Under DDP the loss totals and batch counts of ``end_training_loop`` and
+    ``end_validation_loop`` are summed over all processes (metrics are reduced by their own
+    ``compute``), so every process's plugins see the same values; plugins whose class sets
+    ``rank_zero_only`` run in the global-rank-0 process only.
     """
 
     def __init__(
@@ -126,6 +149,9 @@ class LifecycleCallback(pl.Callback):
         self._restored_epoch: int | None = None
         self._training_loop_open = False
         self._written_checkpoint: str | None = None
+        # Known from `setup` on; plugins with `rank_zero_only` listen on rank 0 only.
+        self._global_rank = 0
+        self._bind_step_hooks()
         for plugin in plugins:
             self.add_plugin(plugin)
         for callback in callbacks:
@@ -140,8 +166,21 @@ class LifecycleCallback(pl.Callback):
                 "subclass Plugin and override the stage methods you need"
             )
         self.plugins.append(plugin)
+        if plugin.rank_zero_only and self._global_rank != 0:
+            return
         for stage in implemented_stages(plugin):
             self._listeners[stage].append(plugin)
+        self._bind_step_hooks()
+
+    def _bind_step_hooks(self) -> None:
+        """Switch off (``None``) the per-step Lightning hooks that would do nothing."""
+        for hook, stage in _STEP_HOOKS.items():
+            # A subclass's own override always runs.
+            inherited = getattr(type(self), hook) in (getattr(LifecycleCallback, hook), getattr(pl.Callback, hook))
+            if inherited and (stage is None or not self._listeners[stage]):
+                self.__dict__[hook] = None
+            else:
+                self.__dict__.pop(hook, None)
 
     def add_callback(self, callback: Any) -> None:
         """Register a Keras-style ``TrainingCallback``; it runs as a plugin (see
@@ -184,6 +223,7 @@ class LifecycleCallback(pl.Callback):
             # New lists, not in-place removal: dispatch may be iterating one of them.
             for listener_stage, listeners in self._listeners.items():
                 self._listeners[listener_stage] = [p for p in listeners if p is not plugin]
+            self._bind_step_hooks()
 
     # ---------------------------------------------------------------- context updates
     def _fire(self, stage: Stage, trainer: pl.Trainer, module: pl.LightningModule) -> None:
@@ -201,6 +241,7 @@ class LifecycleCallback(pl.Callback):
             ctx.epoch = trainer.current_epoch
         elif stage is Stage.END_TRAINING_LOOP:
             self._copy_stats(_stats(module, "train"), validation=False, with_metrics=True)
+            self._sum_over_processes(trainer, validation=False)
             self._copy_run_state(module)
         elif stage is Stage.START_VALIDATION_LOOP:
             ctx.validation_loss_total = 0.0
@@ -208,6 +249,7 @@ class LifecycleCallback(pl.Callback):
             ctx.validation_metrics = {}
         elif stage is Stage.END_VALIDATION_LOOP:
             self._copy_stats(_stats(module, "val"), validation=True, with_metrics=True)
+            self._sum_over_processes(trainer, validation=True)
         elif stage is Stage.END_TRAINING_SESSION:
             self._copy_run_state(module)
         elif self._listeners[stage]:
@@ -240,6 +282,25 @@ class LifecycleCallback(pl.Callback):
             if with_metrics:
                 ctx.training_metrics = stats.metric_values()
 
+    def _sum_over_processes(self, trainer: pl.Trainer, *, validation: bool) -> None:
+        """Under DDP, make the loop's loss total and batch count global: one all-reduce per
+        loop end (never per step), so every process's plugins decide on the same numbers."""
+        if trainer.world_size <= 1:
+            return
+        import torch
+
+        ctx = self.context
+        local = ((ctx.validation_loss_total, ctx.validation_batch_count) if validation
+                 else (ctx.training_loss_total, ctx.training_batch_count))
+        totals = trainer.strategy.reduce(
+            torch.tensor(local, dtype=torch.float64, device=trainer.strategy.root_device), reduce_op="sum"
+        )
+        loss_total, count = float(totals[0]), int(totals[1])
+        if validation:
+            ctx.validation_loss_total, ctx.validation_batch_count = loss_total, count
+        else:
+            ctx.training_loss_total, ctx.training_batch_count = loss_total, count
+
     def _should_fire(self, stage: Stage) -> bool:
         """Whether ``stage`` fires from ``hook`` this time (the table's side conditions)."""
         if stage is Stage.LOAD_CHECKPOINT:
@@ -262,6 +323,15 @@ class LifecycleCallback(pl.Callback):
                 self._fire(stage, trainer, module)
 
     # ----------------------------------------------------------- Lightning hooks
+    def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        # The first hook that knows the process's rank: plugins that write stop listening
+        # everywhere but on rank 0.
+        self._global_rank = trainer.global_rank
+        if self._global_rank != 0:
+            for listener_stage, listeners in self._listeners.items():
+                self._listeners[listener_stage] = [p for p in listeners if not p.rank_zero_only]
+            self._bind_step_hooks()
+
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._training_loop_open = False
         # Plugins that act on the model (restoring best weights, say) find it here.

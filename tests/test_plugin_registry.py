@@ -30,7 +30,7 @@ class OldStyle(Plugin):
 
 def test_builtins_are_listed_and_created():
     registry = PluginRegistry(entry_points=False)
-    assert registry.list_plugins() == ["console_out", "early_stopping", "tensorboard"]
+    assert registry.list_plugins() == ["console_out", "early_stopping", "optuna_pruning", "tensorboard"]
     console = registry.create_plugin("console_out", {"training_data_len": 10})
     assert type(console).__name__ == "ConsoleOutPlugin" and console.training_data_len == 10
     stopper = registry.create_plugin(
@@ -71,7 +71,7 @@ def test_unknown_plugin_names_the_available_ones_and_the_closest():
         registry.create_plugin("tensorbord")
     message = str(info.value)
     assert "'tensorbord'" in message and "did you mean 'tensorboard'" in message
-    assert "console_out, early_stopping, tensorboard" in message
+    assert "console_out, early_stopping, optuna_pruning, tensorboard" in message
     with pytest.raises(ValueError, match="unknown plugin 'nope'"):
         registry.unregister("nope")
 
@@ -100,7 +100,7 @@ def test_single_config_parameter_gets_the_whole_dict():
 def test_unregister_builtin_and_register_replacement():
     registry = PluginRegistry(entry_points=False)
     registry.unregister("tensorboard")
-    assert registry.list_plugins() == ["console_out", "early_stopping"]
+    assert registry.list_plugins() == ["console_out", "early_stopping", "optuna_pruning"]
     registry.register("tensorboard", Recorder)
     assert isinstance(registry.create_plugin("tensorboard"), Recorder)
 
@@ -165,7 +165,7 @@ def test_listing_plugins_imports_no_heavy_module():
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.startswith("[] ["), out
-    assert "'console_out', 'early_stopping', 'tensorboard'" in out
+    assert "'console_out', 'early_stopping', 'optuna_pruning', 'tensorboard'" in out
 
 
 def test_lazy_names_resolve():

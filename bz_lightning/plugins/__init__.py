@@ -25,6 +25,7 @@ _LAZY = {
     "TensorBoardPlugin": "bz_lightning.plugins.tensorboard",
     "EarlyStoppingPlugin": "bz_lightning.plugins.early_stopping",
     "EarlyStoppingConfig": "bz_lightning.plugins.early_stopping",
+    "OptunaPruningPlugin": "bz_lightning.plugins.optuna_pruning",
 }
 
 __all__ = [
@@ -42,6 +43,7 @@ __all__ = [
 if TYPE_CHECKING:
     from bz_lightning.plugins.console import ConsoleOutPlugin
     from bz_lightning.plugins.early_stopping import EarlyStoppingConfig, EarlyStoppingPlugin
+    from bz_lightning.plugins.optuna_pruning import OptunaPruningPlugin
     from bz_lightning.plugins.tensorboard import TensorBoardPlugin
 
 

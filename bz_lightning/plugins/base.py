@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import logging
 from abc import ABC
-from typing import Any
+from typing import Any, ClassVar
 
 from bz_lightning.context import PluginContext
 from bz_lightning.stages import Stage
@@ -20,6 +20,14 @@ class Plugin(ABC):
     Subclasses do not have to call ``super().__init__``: ``name``, ``config`` and
     ``logger`` work without it.
 
+    Under DDP every process runs every plugin, and the context's loss totals, batch counts
+    and metrics at the end of each loop are the same on every process (summed and reduced
+    over all of them), so a plugin that *decides* (early stopping) decides alike
+    everywhere; a stop requested on any process stops all of them at the same epoch. Values
+    seen at batch stages are the process's own. A plugin that *writes* (console, files,
+    TensorBoard) sets ``rank_zero_only = True`` and then runs in the global-rank-0
+    process only.
+
     Example:
         >>> class LossPrinter(Plugin):
         ...     def end_epoch(self, context):
@@ -29,6 +37,8 @@ class Plugin(ABC):
     """
 
     config: Any = None
+    #: Run only in the global-rank-0 process under distributed training (plugins that write).
+    rank_zero_only: ClassVar[bool] = False
 
     def __init__(self, name: str | None = None, config: Any | None = None) -> None:
         self._name = name

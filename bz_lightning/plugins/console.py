@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from typing import IO, TYPE_CHECKING, Any
+from typing import IO, TYPE_CHECKING, Any, ClassVar
 
 from bz_lightning.context import PluginContext
 from bz_lightning.errors import BzConfigError
@@ -60,6 +60,9 @@ class ConsoleOutPlugin(Plugin):
         >>> out.getvalue().splitlines()[-1].split("  ")[:2]
         ['epoch 1', 'train_loss 0.5000']
     """
+
+    # Writes: under DDP only the global-rank-0 process prints / logs.
+    rank_zero_only: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -219,7 +222,12 @@ def _mean(total: float, count: int) -> float:
 
 
 def _running_metrics(context: PluginContext, split: str) -> dict[str, float]:
-    """The metrics over the loop's batches so far, computed only when shown."""
+    """The metrics over the loop's batches so far, computed only when shown.
+
+    None under DDP: computing a metric there is a collective operation, which the other
+    processes (where this plugin does not run) would never join."""
+    if getattr(context.extra.get("trainer"), "world_size", 1) > 1:
+        return {}
     stats = getattr(context.extra.get("lightning_module"), "stats", None)
     split_stats = stats.get(split) if isinstance(stats, dict) else None
     return dict(split_stats.metric_values()) if split_stats is not None and split_stats.count else {}

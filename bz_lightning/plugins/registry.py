@@ -3,7 +3,7 @@
 Three sources feed one name space, in this order of precedence:
 
 1. plugins registered in code with ``register`` / ``register_plugin``;
-2. the built-ins ``console_out``, ``tensorboard`` and ``early_stopping``;
+2. the built-ins ``console_out``, ``tensorboard``, ``early_stopping`` and ``optuna_pruning``;
 3. plugins that installed packages declare in the entry-point group ``bz.plugins``::
 
        # pyproject.toml of a third-party package
@@ -47,6 +47,7 @@ BUILTIN_PLUGINS: Mapping[str, str] = {
     "console_out": "bz_lightning.plugins.console:ConsoleOutPlugin",
     "tensorboard": "bz_lightning.plugins.tensorboard:TensorBoardPlugin",
     "early_stopping": "bz_lightning.plugins.early_stopping:EarlyStoppingPlugin",
+    "optuna_pruning": "bz_lightning.plugins.optuna_pruning:OptunaPruningPlugin",
 }
 
 # A registered plugin: its class, or a "module:Class" string not imported yet.
@@ -57,7 +58,7 @@ class PluginRegistry:
     """Maps plugin names to plugin classes and builds plugins from plain config dicts.
 
     Args:
-        builtins: register ``console_out``, ``tensorboard`` and ``early_stopping``.
+        builtins: register the built-in plugins (``BUILTIN_PLUGINS``).
         entry_points: also offer the plugins of the ``bz.plugins`` entry-point group.
 
     ``create_plugin(name, config)`` turns ``config`` into constructor arguments:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, ClassVar
 
 from bz_lightning.context import PluginContext
 from bz_lightning.plugins.base import Plugin
@@ -46,6 +46,9 @@ class TensorBoardPlugin(Plugin):
         >>> plugin = TensorBoardPlugin(training_loader_len=100, log_dir="runs/exp1")  # doctest: +SKIP
         >>> Trainer().add_plugin(plugin)  # doctest: +SKIP
     """
+
+    # Writes: under DDP only the global-rank-0 process prints / logs.
+    rank_zero_only: ClassVar[bool] = True
 
     def __init__(self, training_loader_len: int, log_dir: str = "runs/experiment") -> None:
         super().__init__()

@@ -1,0 +1,80 @@
+"""Train a tiny fixed problem with bz's Python API, on 1 process or 2 DDP processes (gloo, CPU).
+
+    python tests/_ddp_script.py OUT_DIR {metrics,early_stop} DEVICES
+
+Every process writes ``OUT_DIR/rank<global rank>.json``: the final validation metrics, the
+epoch training stopped at, the sum of the model's weights and, per epoch, the loss totals
+and batch counts its plugins saw at the end of the validation loop. Lightning starts the second DDP process by running this script again.
+
+The data is sized so that DistributedSampler adds no padding and the global batch is the
+same as single-process: 64 train / 32 val samples, batch 16 on one process, 8 on each of two.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import torch
+from torch import nn
+from torch.utils.data import DataLoader, TensorDataset
+
+from bz_lightning import Trainer
+from bz_lightning.metrics import get_metric
+from bz_lightning.plugins import EarlyStoppingPlugin, Plugin
+
+EPOCHS = 6
+
+
+class Recorder(Plugin):
+    """Writes what this process's plugins saw."""
+
+    def __init__(self, out: Path) -> None:
+        super().__init__()
+        self.out = out
+        self.seen: list[list[float]] = []
+
+    def end_validation_loop(self, context) -> None:
+        self.seen.append([context.validation_loss_total, context.validation_batch_count,
+                          context.training_loss_total, context.training_batch_count])
+
+    def end_training_session(self, context) -> None:
+        trainer = context.extra["trainer"]
+        record = {
+            "world_size": trainer.world_size,
+            "stop_epoch": context.epoch,
+            "validation_metrics": context.validation_metrics,
+            "validation_loss": context.validation_loss_total / max(context.validation_batch_count, 1),
+            "seen": self.seen,
+            "weights": float(sum(p.double().sum() for p in context.extra["model"].parameters())),
+        }
+        (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
+
+
+def main(out: Path, scenario: str, devices: int) -> None:
+    out.mkdir(parents=True, exist_ok=True)
+    generator = torch.Generator().manual_seed(0)
+    x = torch.randn(96, 8, generator=generator)
+    y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
+    batch = 16 // devices
+    train = DataLoader(TensorDataset(x[:64], y[:64]), batch_size=batch, shuffle=False)
+    val = DataLoader(TensorDataset(x[64:], y[64:]), batch_size=batch, shuffle=False)
+
+    torch.manual_seed(0)
+    model = nn.Sequential(nn.Linear(8, 16), nn.ReLU(), nn.Linear(16, 2))
+    trainer = Trainer()
+    if scenario == "early_stop":
+        # min_delta larger than any change: the first epoch sets the best, the next stops.
+        trainer.add_plugin(EarlyStoppingPlugin({"patience": 1, "min_delta": 1e6, "monitor": "validation_loss",
+                                                "mode": "min", "restore_best_weights": False, "verbose": False}))
+    trainer.add_plugin(Recorder(out))
+    ddp = {"strategy": "ddp", "devices": devices} if devices > 1 else {}
+    trainer.train(
+        model, torch.optim.SGD(model.parameters(), lr=0.5), nn.CrossEntropyLoss(), train, val,
+        device="cpu", epochs=EPOCHS, compile=False, metrics=[get_metric("accuracy")], **ddp,
+    )
+
+
+if __name__ == "__main__":
+    main(Path(sys.argv[1]), sys.argv[2], int(sys.argv[3]))

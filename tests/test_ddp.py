@@ -1,0 +1,68 @@
+"""Multi-process DDP on the CPU (gloo): 2 processes agree with each other and with 1 process.
+
+Each test starts real processes (Lightning re-runs the script or bz-train for rank 1), so
+they are marked ``ddp``; together they take well under a minute on 2 cores.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+pytestmark = [pytest.mark.ddp, pytest.mark.slow]
+
+SCRIPT = Path(__file__).with_name("_ddp_script.py")
+TIMEOUT = 240
+
+
+def _run_script(out: Path, scenario: str, devices: int) -> list[dict]:
+    proc = subprocess.run([sys.executable, str(SCRIPT), str(out), scenario, str(devices)],
+                          capture_output=True, text=True, timeout=TIMEOUT)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    return [json.loads((out / f"rank{rank}.json").read_text()) for rank in range(devices)]
+
+
+def test_two_process_metrics_equal_single_process(tmp_path: Path) -> None:
+    (single,) = _run_script(tmp_path / "single", "metrics", 1)
+    rank0, rank1 = _run_script(tmp_path / "ddp", "metrics", 2)
+    assert rank0["world_size"] == rank1["world_size"] == 2
+    # torchmetrics reduces the accuracy over both processes' halves of the validation set.
+    assert rank0["validation_metrics"]["Accuracy"] == single["validation_metrics"]["Accuracy"]
+    assert rank0["validation_metrics"] == rank1["validation_metrics"]
+    # The bridge sums loss totals and batch counts: every process's plugins see the same.
+    assert rank0["seen"] == rank1["seen"]
+    assert rank0["seen"][0][1] == 4  # 32 validation samples / batch 8, over both processes
+    assert rank0["weights"] == rank1["weights"]  # gradients were synchronised
+
+
+def test_early_stopping_stops_both_ranks_at_the_same_epoch(tmp_path: Path) -> None:
+    rank0, rank1 = _run_script(tmp_path, "early_stop", 2)
+    assert rank0["stop_epoch"] == rank1["stop_epoch"] == 1  # best at epoch 0, patience 1
+
+
+def test_multirun_of_ddp_jobs_runs_each_job_once(tmp_path: Path) -> None:
+    """2 jobs x 2 processes: no sweep started by a DDP child, no stray directories."""
+    sweep = tmp_path / "sweep"
+    cmd = [
+        str(Path(sys.executable).with_name("bz-train")), "-m", "optimizer.lr=1e-3,1e-2", "trainer=ddp_cpu",
+        "epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "print_config=false",
+        "plugins=[console_out]", f"paths.runs_dir={tmp_path / 'runs'}", f"hydra.sweep.dir={sweep}",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=TIMEOUT,
+                          env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert sorted(p.name for p in sweep.iterdir() if p.is_dir()) == ["0", "1"]
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["runs", "sweep"]
+    summary = json.loads((sweep / "summary.json").read_text())
+    assert [job["job"] for job in summary["jobs"]] == ["0", "1"]
+    assert [job["status"] for job in summary["jobs"]] == ["complete", "complete"]
+    for job in ("0", "1"):
+        # Rank 1 ran the job it belongs to (its Hydra log is in the job's directory)...
+        assert (sweep / job / "train_ddp_process_1.log").is_file()
+        # ... and only rank 0 wrote: one console summary per job.
+    assert proc.stdout.count("training finished") == 2
