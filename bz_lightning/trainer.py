@@ -152,7 +152,7 @@ class Trainer:
             checkpoint_interval: also write ``epoch-N.ckpt`` every N epochs (0: only
                 ``last.ckpt``). Checkpointing is on when this is > 0 or ``checkpoint_dir`` or
                 ``runs_root`` is given; then ``last.ckpt`` is written at every epoch end and on
-                SIGTERM. See docs/resume.md.
+                SIGTERM. See "Resuming and preemption" in the README.
             metrics: ``Metric`` objects, computed on training and validation batches.
             hyperparameters: shown to plugins as ``context.hyperparameters``.
             scheduler: optional LR scheduler (see ``BzModule``).

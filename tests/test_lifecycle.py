@@ -177,7 +177,7 @@ def test_checkpoint_interval_fires_save_checkpoint_before_end_epoch(train_loader
            checkpoint_dir=str(tmp_path / "ckpt"))
     ends = [s for s in recorder.stages if s in ("save_checkpoint", "end_epoch")]
     assert ends == ["end_epoch", "save_checkpoint", "end_epoch", "end_epoch", "save_checkpoint", "end_epoch"]
-    # last.ckpt (every epoch) and result.json (run finished) are the resume layout, see docs/resume.md
+    # last.ckpt (every epoch) and result.json (run finished) are the resume layout, see "Resuming and preemption" in the README
     names = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
     assert names == ["epoch-2.ckpt", "epoch-4.ckpt", "last.ckpt", "result.json"]
 
