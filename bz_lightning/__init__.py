@@ -6,9 +6,9 @@ that needs them is used, so ``bz --help`` stays fast.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from bz_lightning._lazy import lazy_getattr
 from bz_lightning.context import PluginContext
 from bz_lightning.errors import BzCheckpointError, BzConfigError, BzError, BzPluginError, NonFiniteLossError
 from bz_lightning.stages import Stage
@@ -45,12 +45,7 @@ if TYPE_CHECKING:
     from bz_lightning.trainer import Trainer, TrainingResult
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'bz_lightning' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 def __dir__() -> list[str]:

@@ -13,13 +13,12 @@ import functools
 
 import lightning.pytorch as pl
 import torch
+from custom_plugin import digits_loaders
 from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 from torch import nn
 
 from bz_lightning import BzModule, LifecycleCallback
 from bz_lightning.plugins import Plugin
-
-from custom_plugin import digits_loaders
 
 
 class EpochPrinter(Plugin):

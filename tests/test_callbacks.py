@@ -313,7 +313,7 @@ def test_flexible_but_compatible_signatures_are_accepted():
     [
         (MyCallback, r"got the class MyCallback.*MyCallback\(\)"),
         (pl.Callback(), "Lightning Callback"),
-        (type("Typo", (), {"on_epoch_ends": lambda self, t, e, l: None})(),
+        (type("Typo", (), {"on_epoch_ends": lambda self, t, e, logs: None})(),
          "implements none of the TrainingCallback hooks.*on_epoch_ends looks like on_epoch_end"),
     ],
 )
@@ -392,7 +392,7 @@ def test_trainer_like_protocol_and_view_before_training():
     assert TrainerView.of(bridge) is view
     assert not isinstance(view, TrainerLike)  # no model before training starts
     with pytest.raises(AttributeError, match="trainer.model is available once training starts"):
-        view.model
+        _ = view.model
     view.should_stop = True
     assert bridge.context.should_stop_training and view.should_stop
     view.should_stop = False

@@ -12,7 +12,6 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
-from bz_lightning.errors import BzConfigError
 from bz_lightning.metrics import (
     METRIC_REGISTRY,
     Accuracy,

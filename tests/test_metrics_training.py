@@ -10,26 +10,25 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from bz_lightning import BzModule, Trainer
-from bz_lightning.metrics import Accuracy, F1Score, MeanAbsoluteError, MeanSquaredError, Precision, TopKAccuracy
 
 # ---- the spec's "Creating a Custom Metric" example, pasted as-is ---------------------------
-from bz_lightning.metrics import Metric
-import torch
+from bz_lightning.metrics import Accuracy, F1Score, MeanAbsoluteError, MeanSquaredError, Metric, Precision, TopKAccuracy
+
 
 class CustomMetric(Metric):
     def __init__(self, name=None):
         super().__init__(name)
         self.sum = 0.0
         self.count = 0
-    
+
     def reset(self):
         self.sum = 0.0
         self.count = 0
-    
+
     def update(self, preds, targets):
         self.sum += (preds - targets).abs().sum().item()
         self.count += targets.numel()
-    
+
     def compute(self):
         return self.sum / self.count if self.count > 0 else 0.0
 # ---------------------------------------------------------------------------------------------

@@ -16,14 +16,13 @@ import logging
 import math
 import os
 import sys
-import time
 from pathlib import Path
 from typing import Any
 
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
-from bz_lightning.cli._launch import exit_with, is_ddp_child, multirun_job, prepare_argv, preflight
+from bz_lightning.cli._launch import exit_with, is_ddp_child, multirun_job, preflight, prepare_argv
 from bz_lightning.errors import BzConfigError
 
 __all__ = ["main", "train", "METRICS_FILE"]

@@ -8,8 +8,9 @@ Importing this package is cheap; torch and Lightning load with the first class u
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
+
+from bz_lightning._lazy import lazy_getattr
 
 __all__ = ["DigitsDataModule", "MNISTDataModule", "read_idx", "MNIST_FILES"]
 
@@ -25,9 +26,4 @@ if TYPE_CHECKING:
     from bz_lightning.data.mnist import MNIST_FILES, MNISTDataModule, read_idx
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'bz_lightning.data' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())

@@ -18,7 +18,6 @@ Example:
 
 from bz_lightning.metrics.base import Metric
 from bz_lightning.metrics.classification import Accuracy, Average, F1Score, Precision, Recall, TopKAccuracy
-from bz_lightning.metrics.regression import MeanAbsoluteError, MeanSquaredError
 from bz_lightning.metrics.registry import (
     ENTRY_POINT_GROUP,
     METRIC_REGISTRY,
@@ -27,6 +26,7 @@ from bz_lightning.metrics.registry import (
     list_available_metrics,
     register_metric,
 )
+from bz_lightning.metrics.regression import MeanAbsoluteError, MeanSquaredError
 
 __all__ = [
     "Metric",

@@ -5,7 +5,7 @@ Computed by ``torchmetrics.regression``, built at the first batch on that batch'
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Optional
+from typing import TYPE_CHECKING
 
 from bz_lightning.metrics._shim import TorchmetricsShim
 

@@ -6,9 +6,9 @@ tqdm) are imported the first time one of their names is used.
 
 from __future__ import annotations
 
-import importlib
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
+from bz_lightning._lazy import lazy_getattr
 from bz_lightning.plugins.base import Plugin, implemented_stages
 from bz_lightning.plugins.registry import (
     ENTRY_POINT_GROUP,
@@ -47,12 +47,7 @@ if TYPE_CHECKING:
     from bz_lightning.plugins.tensorboard import TensorBoardPlugin
 
 
-def __getattr__(name: str) -> Any:
-    if name in _LAZY:
-        value = getattr(importlib.import_module(_LAZY[name]), name)
-        globals()[name] = value
-        return value
-    raise AttributeError(f"module 'bz_lightning.plugins' has no attribute {name!r}")
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
 
 
 def __dir__() -> list[str]:
