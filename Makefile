@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install train test bench typecheck clean
+.PHONY: install train test bench lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -25,6 +25,9 @@ test: install
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
+
+lint: install
+	$(BIN)/ruff check bz_lightning hydra_plugins tests examples benchmarks
 
 typecheck: install
 	$(BIN)/python -m mypy

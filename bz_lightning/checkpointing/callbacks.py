@@ -153,7 +153,8 @@ class ResumeCheckpoint(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         trainer.save_checkpoint(self.last_path, weights_only=False)
         if self._stop_requested(trainer):
-            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed
+            # batch_progress.current is a _ProcessedTracker at run time; its annotation is narrower.
+            done = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # type: ignore[attr-defined]
             self.preempted = Preempted(self.last_path, trainer.current_epoch, done)
             raise self.preempted
 
@@ -183,7 +184,7 @@ class ResumeCheckpoint(pl.Callback):
             state["mid_epoch"] = {
                 "epoch_rng": self.replay.epoch_rng if self.replay is not None else None,
                 "produced": self.replay.produced if self.replay is not None else 0,
-                "consumed": trainer.fit_loop.epoch_loop.batch_progress.current.processed,
+                "consumed": trainer.fit_loop.epoch_loop.batch_progress.current.processed,  # type: ignore[attr-defined]
                 # The interrupted epoch's running loss, so its train_loss covers every batch.
                 "loss_sum": None if stats is None or stats.loss_sum is None else stats.loss_sum.detach().cpu(),
                 "count": 0 if stats is None else stats.count,
@@ -209,7 +210,7 @@ class ResumeCheckpoint(pl.Callback):
         self.replay.pending = pending
         module = self._trainer.lightning_module if self._trainer is not None else None
         stats = getattr(module, "stats", {}).get("train") if module is not None else None
-        if stats is not None and pending.get("count"):
+        if module is not None and stats is not None and pending.get("count"):
             loss_sum = pending["loss_sum"]
             stats.loss_sum = None if loss_sum is None else loss_sum.to(module.device)
             stats.count = int(pending["count"])

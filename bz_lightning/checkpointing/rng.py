@@ -54,7 +54,7 @@ def capture_rng(generators: Iterable[torch.Generator] = ()) -> dict[str, Any]:
         pass
     else:
         kind, keys, pos, has_gauss, cached = np.random.get_state()
-        state["numpy"] = [str(kind), torch.from_numpy(keys.astype("int64")), int(pos), int(has_gauss), float(cached)]
+        state["numpy"] = [str(kind), torch.from_numpy(np.asarray(keys, dtype=np.int64)), int(pos), int(has_gauss), float(cached)]
     return state
 
 

@@ -18,7 +18,7 @@ __all__ = ["validate_checkpoint", "config_from_checkpoint"]
 
 def config_from_checkpoint(checkpoint: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
     """The run's config: the stored one with ``overrides`` merged in, validated."""
-    from omegaconf import OmegaConf
+    from omegaconf import DictConfig, OmegaConf
 
     from bz_lightning.cli._build import CONFIG_KEY
     from bz_lightning.cli._validate import validate_config
@@ -33,10 +33,11 @@ def config_from_checkpoint(checkpoint: dict[str, Any], overrides: list[str]) -> 
             cfg = compose("train", overrides=[*overrides, "paths.output_dir=."])
         return validate_config(cfg)
     try:
-        cfg = OmegaConf.merge(OmegaConf.create(stored), OmegaConf.from_dotlist(overrides))
+        merged = OmegaConf.merge(OmegaConf.create(stored), OmegaConf.from_dotlist(overrides))
     except Exception as err:
         raise BzConfigError(f"bad override in {overrides}: {str(err).splitlines()[0]}") from None
-    return validate_config(cfg)
+    assert isinstance(merged, DictConfig)  # both sides are mappings
+    return validate_config(merged)
 
 
 def validate_checkpoint(path: str, overrides: list[str] = ()) -> dict[str, float]:  # type: ignore[assignment]

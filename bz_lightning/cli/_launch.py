@@ -187,7 +187,7 @@ def _check(args: Any) -> None:
     try:
         jobs = BasicSweeper.split_arguments(parsed, None)[0][:_MAX_CHECKED_JOBS]
     except HydraException:  # a sweep type only a sweeper plugin knows (interval, range...)
-        jobs = [[o.input_line for o in parsed if not o.is_sweep_override()]]
+        jobs = [[o.input_line for o in parsed if not o.is_sweep_override() and o.input_line]]
     for job in jobs or [[]]:
         _check_job(hydra, [_lenient(o, groups) for o in job])
 

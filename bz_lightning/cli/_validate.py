@@ -53,7 +53,7 @@ def validate_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     Raises:
         BzConfigError: with one line per problem found.
     """
-    values = resolve_config(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
+    values: dict[str, Any] = resolve_config(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
     problems: list[str] = []
     problems += _check_node("", values, TrainConfig, skip={"hydra", *_TARGET_GROUPS, *_OPTIONAL_TARGET_GROUPS,
                                                             "metrics", "plugins", *GROUP_SCHEMAS})

@@ -42,7 +42,7 @@ MNIST_MIRRORS = (
 _MEAN, _STD = 0.1307, 0.3081
 
 # IDX type byte -> numpy dtype (big-endian where it matters).
-_IDX_DTYPES = {0x08: np.uint8, 0x09: np.int8, 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
+_IDX_DTYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
 
 def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
