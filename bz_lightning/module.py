@@ -141,7 +141,11 @@ class BzModule(pl.LightningModule):
         self.on_batch_error = on_batch_error
         self.on_nonfinite_loss = on_nonfinite_loss
         self.skip_budget = SkipBudget(max_skipped_batches)
+        # The last finite training loss of earlier epochs (this epoch's is stats["train"].last_loss).
         self._last_finite_loss: Tensor | None = None
+        # (world size, train_loss_step interval or 0): read from the trainer in on_train_start
+        # rather than at every step; None (live reads) until then.
+        self._step_settings: tuple[int, int] | None = None
         if not isinstance(model, nn.Module):
             raise BzConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -159,11 +163,12 @@ class BzModule(pl.LightningModule):
         # Kept out of nn.Module's registry so state_dict keys stay "model.<name>" whether or
         # not the forward pass is compiled.
         self.__dict__["_forward"] = torch.compile(model) if compile else model
+        self._compiled = compile
 
     # ----------------------------------------------------------------------------- steps
     def forward(self, inputs: Any) -> Any:
-        if self._forward is self.model:
-            return self.model(inputs)
+        if not self._compiled:
+            return self._forward(inputs)
         try:
             return self._forward(inputs)
         except Exception as err:  # only compiler failures fall back; everything else raises
@@ -172,6 +177,7 @@ class BzModule(pl.LightningModule):
             self.compile_fallback = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
             warnings.warn(f"torch.compile failed, training in eager mode instead ({self.compile_fallback})")
             self.__dict__["_forward"] = self.model
+            self._compiled = False
             return self.model(inputs)
 
     def unpack_batch(self, batch: Any) -> tuple[Any, Any]:
@@ -210,32 +216,43 @@ class BzModule(pl.LightningModule):
             raise error
         if loss is not None and not self._loss_is_finite(loss, batch_idx):
             error = NonFiniteLossError(self.current_epoch, batch_idx, float(loss.detach()), self._last_finite_value())
-        if self._any_process(error is not None):
+        world_size, log_every = self._step_settings or self._read_step_settings()
+        if world_size > 1:
+            skip = self._any_process(error is not None)
+        else:
+            skip = error is not None
+        if skip:
             # Every process skips together, so DDP's gradient all-reduce never waits on one.
             self.skip_budget.record(self.current_epoch, batch_idx, error or RuntimeError("skipped on another process"))
             return None
         assert loss is not None
         self.stats["train"].update(loss, preds, targets)
-        trainer = self._trainer
-        every = getattr(trainer, "log_every_n_steps", 0)  # set by Lightning's logger connector
-        if trainer is not None and every and trainer.loggers and (trainer.global_step + 1) % every == 0:
+        if log_every and (self._trainer.global_step + 1) % log_every == 0:  # type: ignore[union-attr]
             # One self.log per log interval instead of per step: it costs ~1,900 Python calls.
             self.log("train_loss_step", loss.detach(), on_step=True, on_epoch=False)
         return loss
 
+    def _read_step_settings(self) -> tuple[int, int]:
+        """(world size, interval of ``train_loss_step`` or 0 when nothing would record it)."""
+        trainer = self._trainer
+        if trainer is None:
+            return 1, 0
+        every = getattr(trainer, "log_every_n_steps", 0)  # set by Lightning's logger connector
+        return trainer.world_size, every if every and trainer.loggers else 0
+
     def _loss_is_finite(self, loss: Tensor, batch_idx: int) -> bool:
-        if self.on_nonfinite_loss == "raise":
-            if not bool(torch.isfinite(loss)):
-                raise NonFiniteLossError(self.current_epoch, batch_idx, float(loss.detach()), self._last_finite_value())
-            self._last_finite_loss = loss.detach()
-            return True
+        # The one host synchronisation of a step: the verdict must be known before backward.
         finite = bool(torch.isfinite(loss))
-        if finite:
-            self._last_finite_loss = loss.detach()
+        if not finite and self.on_nonfinite_loss == "raise":
+            raise NonFiniteLossError(self.current_epoch, batch_idx, float(loss.detach()), self._last_finite_value())
         return finite
 
     def _last_finite_value(self) -> float | None:
-        return None if self._last_finite_loss is None else float(self._last_finite_loss)
+        # Only finite losses reach stats["train"]; before this epoch's first, the last of earlier epochs.
+        last = self.stats["train"].last_loss
+        if last is None:
+            last = self._last_finite_loss
+        return None if last is None else float(last)
 
     def _any_process(self, flag: bool) -> bool:
         trainer = self._trainer
@@ -252,6 +269,10 @@ class BzModule(pl.LightningModule):
     def on_train_start(self) -> None:
         num_batches = self.trainer.num_training_batches
         self.skip_budget.resolve(num_batches)
+        self._step_settings = self._read_step_settings()
+
+    def on_train_end(self) -> None:
+        self._step_settings = None
 
     def validation_step(self, batch: Any, batch_idx: int) -> Tensor:
         return self._step("val", batch)
@@ -265,7 +286,10 @@ class BzModule(pl.LightningModule):
 
     # ------------------------------------------------------------------- epoch bookkeeping
     def on_train_epoch_start(self) -> None:
-        self.stats["train"].reset()
+        train = self.stats["train"]
+        if train.last_loss is not None:
+            self._last_finite_loss = train.last_loss
+        train.reset()
 
     def on_validation_epoch_start(self) -> None:
         self.stats["val"].reset()
