@@ -11,6 +11,7 @@ torch or Lightning was imported. Target: < 0.5 s and no torch.
 from __future__ import annotations
 
 import argparse
+import functools
 import os
 import shutil
 import subprocess
@@ -66,11 +67,11 @@ def main(argv: list[str] | None = None) -> dict[str, Spread]:
     import tempfile
 
     with tempfile.TemporaryDirectory() as cwd:  # no ./conf or outputs/ from the repo
-        variants = {name: (lambda c=command_line(*spec): seconds(c, cwd)) for name, spec in COMMANDS.items()}
+        variants = {name: functools.partial(seconds, command_line(*spec), cwd) for name, spec in COMMANDS.items()}
         times = interleave(variants, args.rounds)
         print(f"CLI latency, {args.rounds} rounds + 1 warm-up (seconds, median (min..max)); target < 0.5 s, no torch")
         result = {}
-        for name, (script, module, cmd_args) in COMMANDS.items():
+        for name, (_script, module, cmd_args) in COMMANDS.items():
             spread = result[name] = Spread.of(times[name])
             verdict = "met" if spread.median < 0.5 and "torch=False" in (imported := imports(module, cmd_args, cwd)) \
                 else "NOT met"

@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import copy
+import functools
 import random
 import statistics
 import time
@@ -117,7 +118,7 @@ def main() -> None:
         variants: dict[str, tuple[Update, Callable[[], None]]] = {
             "shim": (shim.update, shim.reset),
             "tm": (tm.update, tm.reset),
-            "hand": (hand.update, lambda: setattr(hand, "state", None)),
+            "hand": (hand.update, functools.partial(setattr, hand, "state", None)),
         }
         # What torchmetrics receives from the shim: for binary data averaged over both classes
         # the shim passes thresholded labels, so "tm" is fed the same.

@@ -48,9 +48,8 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from torch import nn  # noqa: E402
-
 from _harness import calls_per_step, fmt_ratio, interleave, paired, top_calls_per_step  # noqa: E402
+from torch import nn  # noqa: E402
 
 CONF = Path(__file__).resolve().parent.parent / "bz_lightning" / "conf"
 LABELS = {
@@ -294,7 +293,7 @@ def main(argv: list[str] | None = None) -> None:
         for batch_size, steps in zip(map(int, args.batches.split(",")), map(int, args.steps.split(","))):
             batches = make_batches(batch_size, steps)
 
-            def timed(run: Callable[[TimedBatches], None]) -> Callable[[], float]:
+            def timed(run: Callable[[TimedBatches], None], batches: list = batches) -> Callable[[], float]:
                 def once() -> float:
                     data = TimedBatches(batches, args.skip)
                     run(data)

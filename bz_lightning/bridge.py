@@ -25,7 +25,7 @@ from bz_lightning.plugins.base import Plugin, implemented_stages
 from bz_lightning.stages import Stage
 
 if TYPE_CHECKING:
-    from bz_lightning.module import BzModule, SplitStats
+    from bz_lightning.module import SplitStats
 
 __all__ = ["LifecycleCallback", "STAGE_HOOKS", "PluginFailure"]
 

@@ -172,6 +172,7 @@ class ConsoleOutOptions:
 @dataclass
 class TensorBoardOptions:
     log_dir: str = "runs/experiment"
+    batch_log_interval: int = 1
 
 
 @dataclass

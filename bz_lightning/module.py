@@ -175,7 +175,7 @@ class BzModule(pl.LightningModule):
             if not _is_compiler_error(err):
                 raise
             self.compile_fallback = f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}"
-            warnings.warn(f"torch.compile failed, training in eager mode instead ({self.compile_fallback})")
+            warnings.warn(f"torch.compile failed, training in eager mode instead ({self.compile_fallback})", stacklevel=2)
             self.__dict__["_forward"] = self.model
             self._compiled = False
             return self.model(inputs)

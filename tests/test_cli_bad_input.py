@@ -71,3 +71,19 @@ def test_bz_quick_commands_do_not_import_torch(argv, tmp_path) -> None:
     assert proc.returncode == 0, proc.stderr[-2000:]
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "torch" not in imported and "lightning" not in imported
+
+
+def test_bz_train_help_lists_groups_with_defaults_and_project_configs_without_torch(tmp_path) -> None:
+    (tmp_path / "conf/model").mkdir(parents=True)
+    (tmp_path / "conf/model/tiny.yaml").write_text("_target_: project_models.Tiny\n")
+    code = "import sys; from bz_lightning.cli.train import main; sys.argv = ['bz-train', '--help']; main()"
+    proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], cwd=tmp_path,
+                          capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
+    assert "torch" not in imported and "lightning" not in imported
+    groups = {line.split()[0]: line.split(None, 1)[1] for line in proc.stdout.split("config groups (")[1]
+              .split("examples:")[0].strip().splitlines()[1:]}
+    assert groups["model"] == "cnn, mlp*, tiny"
+    assert groups["metrics"].startswith("accuracy*, f1_score*")
+    assert "trainer" in groups and "hydra" not in groups

@@ -167,3 +167,27 @@ def test_closed_when_another_plugin_stops_the_run(model, train_loader, tmp_path)
 def test_building_the_plugin_writes_nothing(tmp_path):
     TensorBoardPlugin(10, log_dir=str(tmp_path / "tb"))
     assert not (tmp_path / "tb").exists()
+
+
+def test_batch_log_interval_writes_every_nth_batch_of_each_epoch(model, tmp_path):
+    from torch.utils.data import DataLoader
+
+    from conftest import make_dataset
+
+    loader = DataLoader(make_dataset(80), batch_size=16)  # 5 batches per epoch
+    board = TensorBoardPlugin(len(loader), log_dir=str(tmp_path / "tb"), batch_log_interval=2)
+    reported = Reported()
+    trainer = Trainer()
+    trainer.add_plugin(board)
+    trainer.add_plugin(reported)
+    trainer.train(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), loader,
+                  device="cpu", compile=False, epochs=2)
+    batches = read(tmp_path / "tb").Scalars("loss/train_batch")
+    assert [e.step for e in batches] == [0, 2, 4, 5, 7, 9]  # batches 0, 2, 4 of each epoch
+    assert [e.value for e in batches] == [f32(reported.batch_losses[i]) for i in (0, 2, 4, 5, 7, 9)]
+
+
+@pytest.mark.parametrize("interval", [0, -1, 1.5, True])
+def test_batch_log_interval_must_be_a_positive_int(interval):
+    with pytest.raises(ValueError, match=f"batch_log_interval must be an int >= 1, got {interval!r}"):
+        TensorBoardPlugin(3, batch_log_interval=interval)

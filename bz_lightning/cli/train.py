@@ -150,6 +150,11 @@ def main() -> None:
     # runs in, as it would with `python train.py`.
     if os.getcwd() not in sys.path:
         sys.path.insert(0, os.getcwd())
+    if sys.argv[1:] in (["--help"], ["-h"]):
+        from bz_lightning.cli._help import help_text
+
+        print(help_text(CONF_DIR, os.getcwd()), end="")
+        return
     sys.argv[1:] = prepare_argv(sys.argv[1:], cwd=os.getcwd())
     if not is_ddp_child(sys.argv[1:]):  # the process that started it checked the command line
         try:
