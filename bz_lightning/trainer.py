@@ -22,7 +22,8 @@ if TYPE_CHECKING:
 
     from bz_lightning._batch_guard import BatchErrorPolicy, NonFinitePolicy, SkippedBatch
     from bz_lightning.bridge import LifecycleCallback, PluginErrorPolicy, PluginFailure
-    from bz_lightning.checkpointing import ResumeMode, ResumePlan
+    from bz_lightning.checkpointing import ResumeMode
+    from bz_lightning.checkpointing.run import RunCheckpoints
     from bz_lightning.metrics.base import Metric
     from bz_lightning.module import BzModule, OptimizerLike, SchedulerLike
 
@@ -200,28 +201,18 @@ class Trainer:
             metrics=metrics,
         )
         device_args = lightning_device_args(device)
-        checkpointing = bool(checkpoint_interval) or checkpoint_dir is not None or runs_root is not None
-        plan: ResumePlan | None = None
-        signature: str | None = None
-        if checkpointing:
-            from bz_lightning.checkpointing import (
-                checkpoint_directory,
-                compute_training_signature,
-                is_finished,
-                plan_resume,
-                remove_stale_temp_files,
-            )
+        checkpoints: RunCheckpoints | None = None
+        if checkpoint_interval or checkpoint_dir is not None or runs_root is not None:
+            from bz_lightning.checkpointing.run import RunCheckpoints
 
-            signature = compute_training_signature(
-                model, optimizer, loss_fn, config if config is not None else {"hyperparameters": hyperparameters or {}}
+            checkpoints = RunCheckpoints.open(
+                model=model, optimizer=optimizer, loss_fn=loss_fn,
+                config=config if config is not None else {"hyperparameters": hyperparameters or {}},
+                checkpoint_dir=checkpoint_dir, runs_root=runs_root, resume=resume,
             )
-            base = checkpoint_dir if checkpoint_dir is not None else checkpoint_directory(runs_root or "runs", signature)
-            plan = plan_resume(base, resume, signature)
-            remove_stale_temp_files(plan.directory)
-            if resume != "never" and is_finished(plan.finished, epochs):
-                self.logger.info("run %s already finished (%s); reusing its result", signature,
-                                 plan.directory / "result.json")
-                return _stored_result(plan, signature)
+            stored = checkpoints.finished_result(epochs)
+            if stored is not None:
+                return _stored_result(stored, checkpoints)
 
         module = BzModule(
             model, loss_fn, optimizer, scheduler, metrics, compile=compile, hyperparameters=hyperparameters,
@@ -231,37 +222,14 @@ class Trainer:
         if on_batch_error == "skip":
             training_loader = guard_loader(training_loader)
         bridge = LifecycleCallback(self.plugins, hyperparameters=hyperparameters, plugin_errors=plugin_errors)
-        lightning_callbacks: list[pl.Callback] = [bridge]
+        first: list[pl.Callback] = []
+        last: list[pl.Callback] = []
+        user_callbacks = list(lightning_kwargs.pop("callbacks", []))
         for callback in callbacks:
             if isinstance(callback, pl.Callback):
-                lightning_callbacks.append(callback)
+                user_callbacks.append(callback)
             else:
                 bridge.add_callback(callback)
-        resume_callback = None
-        checkpoint_io = None
-        if plan is not None and signature is not None:
-            from bz_lightning.checkpointing import (
-                AtomicCheckpointIO,
-                EpochCheckpoint,
-                ReplayState,
-                ResumeCheckpoint,
-                resumable_loader,
-            )
-
-            replay = ReplayState()
-            training_loader = resumable_loader(training_loader, replay)
-            if checkpoint_interval:
-                # Before the bridge: bz fires save_checkpoint before end_epoch.
-                lightning_callbacks.insert(0, EpochCheckpoint(plan.directory, checkpoint_interval, bridge))
-            resume_callback = ResumeCheckpoint(plan.directory, signature, replay)
-            checkpoint_io = AtomicCheckpointIO()
-            if plan.checkpoint_path is not None and plan.checkpoint is not None:
-                checkpoint_io.preload(plan.checkpoint_path, plan.checkpoint)
-                self.logger.info(
-                    "resuming run %s from %s (epoch %d done%s)", signature, plan.checkpoint_path, plan.epoch,
-                    f", {plan.batches_into_epoch} batches into epoch {plan.epoch + 1}" if plan.batches_into_epoch else "",
-                )
-
         options: dict[str, Any] = {
             "max_epochs": epochs,
             "logger": False,
@@ -271,13 +239,13 @@ class Trainer:
             # bz never validated before training; the bridge would hide it anyway.
             "num_sanity_val_steps": 0,
             **device_args,
+            **lightning_kwargs,
         }
-        options.update(lightning_kwargs)
-        options["callbacks"] = lightning_callbacks + list(lightning_kwargs.get("callbacks", []))
-        if resume_callback is not None:
-            # Last: last.ckpt then holds the state after every other callback's epoch end.
-            options["callbacks"].append(resume_callback)
-            options["plugins"] = [checkpoint_io, *_as_list(lightning_kwargs.get("plugins"))]
+        if checkpoints is not None:
+            training_loader = checkpoints.wrap_loader(training_loader)
+            first, last = checkpoints.callbacks(bridge, checkpoint_interval)
+            options["plugins"] = [checkpoints.checkpoint_io(), *_as_list(lightning_kwargs.get("plugins"))]
+        options["callbacks"] = [*first, bridge, *user_callbacks, *last]
         lightning_trainer = pl.Trainer(**options)
 
         started = time.perf_counter()
@@ -289,9 +257,9 @@ class Trainer:
             warnings.filterwarnings("ignore", message=".*`training_step` returned `None`.*")
             # bz's loader wrapper resumes mid-epoch exactly (see checkpointing.rng).
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
-            ckpt_path = str(plan.checkpoint_path) if plan is not None and plan.checkpoint_path else None
             try:
-                lightning_trainer.fit(module, training_loader, validation_loader, ckpt_path=ckpt_path)
+                lightning_trainer.fit(module, training_loader, validation_loader,
+                                      ckpt_path=checkpoints.ckpt_path if checkpoints else None)
             except SIGTERMException:
                 # SIGTERM before bz's handler was installed: Lightning would exit with 0.
                 from bz_lightning.checkpointing import Preempted
@@ -300,17 +268,16 @@ class Trainer:
                 self.logger.warning("%s", preempted)
                 raise preempted from None
             except SystemExit as stop:
-                if resume_callback is not None and stop is resume_callback.preempted:
+                if checkpoints is not None and checkpoints.is_preemption(stop):
                     self.logger.warning("%s", stop)
                 raise
-        duration = time.perf_counter() - started
-        result = _result(bridge, module, lightning_trainer, duration)
-        if plan is not None:
-            result.signature = signature
-            result.checkpoint_dir = str(plan.directory)
-            result.resumed_from = str(plan.checkpoint_path) if plan.checkpoint_path else None
+        result = _result(bridge, module, lightning_trainer, time.perf_counter() - started)
+        if checkpoints is not None:
+            result.signature = checkpoints.signature
+            result.checkpoint_dir = str(checkpoints.directory)
+            result.resumed_from = checkpoints.ckpt_path
             if lightning_trainer.is_global_zero:
-                _store_result(plan, result, epochs)
+                checkpoints.store_result(_stored_fields(result, epochs))
         return result
 
 
@@ -377,12 +344,9 @@ def _as_list(value: Any) -> list[Any]:
     return list(value) if isinstance(value, (list, tuple)) else [value]
 
 
-def _store_result(plan: ResumePlan, result: TrainingResult, epochs: int) -> None:
-    """Mark the run finished (``result.json``), so a re-run reuses it instead of training."""
-    from bz_lightning.checkpointing import write_finished_run
-
-    write_finished_run(plan.directory, {
-        "signature": result.signature,
+def _stored_fields(result: TrainingResult, epochs: int) -> dict[str, Any]:
+    """What ``result.json`` keeps of a finished run."""
+    return {
         "epochs": epochs,
         "epochs_completed": result.epochs_completed,
         "stopped_early": result.stopped_early,
@@ -391,11 +355,11 @@ def _store_result(plan: ResumePlan, result: TrainingResult, epochs: int) -> None
         "validation_metrics": result.validation_metrics,
         "training_loss": result.training_loss,
         "validation_loss": result.validation_loss,
-    })
+    }
 
 
-def _stored_result(plan: ResumePlan, signature: str) -> TrainingResult:
-    stored = plan.finished or {}
+def _stored_result(stored: Mapping[str, Any], checkpoints: RunCheckpoints) -> TrainingResult:
+    """The ``TrainingResult`` of a run that had already finished: nothing was trained."""
     return TrainingResult(
         context=PluginContext(epoch=max(int(stored.get("epochs_completed", 1)) - 1, 0)),
         training_metrics=dict(stored.get("training_metrics", {})),
@@ -404,8 +368,8 @@ def _stored_result(plan: ResumePlan, signature: str) -> TrainingResult:
         validation_loss=float(stored.get("validation_loss", float("nan"))),
         epochs_completed=int(stored.get("epochs_completed", 0)),
         stopped_early=bool(stored.get("stopped_early", False)),
-        signature=signature,
-        checkpoint_dir=str(plan.directory),
-        resumed_from=str(plan.checkpoint_path) if plan.checkpoint_path else None,
+        signature=checkpoints.signature,
+        checkpoint_dir=str(checkpoints.directory),
+        resumed_from=checkpoints.ckpt_path,
         reused=True,
     )
