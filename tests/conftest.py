@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import os
 import warnings
 
 import pytest
@@ -57,6 +58,25 @@ def _quiet_lightning(monkeypatch: pytest.MonkeyPatch, tmp_path) -> None:
             logger.setLevel(logging.NOTSET)
     warnings.filterwarnings("ignore", message=".*isinstance\\(treespec, LeafSpec\\).*")
     warnings.filterwarnings("ignore", message=".*does not have many workers.*")
+
+
+_DDP_ENV = ("MASTER_ADDR", "MASTER_PORT", "WORLD_SIZE", "RANK", "LOCAL_RANK", "NODE_RANK")
+
+
+@pytest.fixture(autouse=True)
+def _no_leftover_process_group():
+    """A test that runs Lightning's DDP strategy in-process (one device) leaves a process
+    group holding MASTER_PORT and that port in os.environ, which later DDP subprocesses
+    would inherit and fail to bind. Undo both after every test."""
+    before = {key: os.environ.get(key) for key in _DDP_ENV}
+    yield
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
+    for key, value in before.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:

@@ -65,7 +65,8 @@ def test_bz_init_project_trains(tmp_path: Path) -> None:
 def test_bz_validate_reproduces_the_run_metrics(tmp_path: Path) -> None:
     bz_train("epochs=1", "checkpoint_interval=1", "plugins=none", "hydra.run.dir=run", cwd=tmp_path)
     record = json.loads((tmp_path / "run/metrics.json").read_text())
-    proc = bz("validate", "run/checkpoints/epoch-1.ckpt", "--json", cwd=tmp_path)
+    checkpoint = Path(record["checkpoint_dir"]) / "epoch-1.ckpt"  # <runs_dir>/<signature>/checkpoints
+    proc = bz("validate", str(checkpoint), "--json", cwd=tmp_path)
     metrics = json.loads(proc.stdout[proc.stdout.index("{"):])
     assert metrics["val_accuracy"] == pytest.approx(record["metrics"]["val_accuracy"], abs=1e-6)
     assert metrics["val_loss"] == pytest.approx(record["metrics"]["val_loss"], rel=1e-5)

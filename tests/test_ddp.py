@@ -34,6 +34,7 @@ def test_two_process_metrics_equal_single_process(tmp_path: Path) -> None:
     # torchmetrics reduces the accuracy over both processes' halves of the validation set.
     assert rank0["validation_metrics"]["Accuracy"] == single["validation_metrics"]["Accuracy"]
     assert rank0["validation_metrics"] == rank1["validation_metrics"]
+    assert rank0["validation_loss"] == pytest.approx(single["validation_loss"], rel=1e-6)
     # The bridge sums loss totals and batch counts: every process's plugins see the same.
     assert rank0["seen"] == rank1["seen"]
     assert rank0["seen"][0][1] == 4  # 32 validation samples / batch 8, over both processes
