@@ -47,6 +47,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     output_dir.mkdir(parents=True, exist_ok=True)
     import lightning.pytorch as pl
 
+    # Lightning gives its logger a console handler of its own; under Hydra, whose handlers
+    # print and file every record, that showed each Lightning line twice.
+    logging.getLogger("lightning").handlers.clear()
+
     from bz_lightning.trainer import Trainer
 
     # Under DDP every process runs this function; the files of the run are written once.
