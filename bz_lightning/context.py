@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Dict
 
-__all__ = ["PluginContext"]
+__all__ = ["PluginContext", "epoch_values"]
 
 
 @dataclass
@@ -35,3 +35,24 @@ class PluginContext:
     hyperparameters: Dict[str, Any] = field(default_factory=dict)
     extra: Dict[str, Any] = field(default_factory=dict)
     should_stop_training: bool = False
+
+
+def epoch_values(context: PluginContext) -> dict[str, float]:
+    """The epoch's mean losses and metrics, as plugins report and monitor them.
+
+    Keys: ``training_loss`` and ``training_<metric>``, then ``validation_loss`` and
+    ``validation_<metric>`` when validation ran.
+
+    Example:
+        >>> epoch_values(PluginContext(training_loss_total=3.0, training_batch_count=2,
+        ...                            training_metrics={"accuracy": 0.5}))
+        {'training_loss': 1.5, 'training_accuracy': 0.5}
+    """
+    values: dict[str, float] = {}
+    if context.training_batch_count:
+        values["training_loss"] = context.training_loss_total / context.training_batch_count
+    values.update({f"training_{k}": float(v) for k, v in context.training_metrics.items()})
+    if context.validation_batch_count:
+        values["validation_loss"] = context.validation_loss_total / context.validation_batch_count
+        values.update({f"validation_{k}": float(v) for k, v in context.validation_metrics.items()})
+    return values

@@ -24,31 +24,12 @@ from bz_lightning.callbacks import (
     TrainingCallback,
     implemented_hooks,
 )
-from bz_lightning.metrics.base import Metric
 from bz_lightning.plugins import implemented_stages
-from conftest import make_dataset, make_model
+from conftest import CountingAccuracy, make_dataset, make_model
 
 HOOKS = set(HOOK_STAGES)
 LOGS_HOOKS = {"on_batch_end", "on_validation_end", "on_epoch_end"}
 
-
-class Accuracy(Metric):
-    """Running top-1 accuracy, counted by hand so the reference loop can count the same way."""
-
-    def __init__(self) -> None:
-        super().__init__("acc")
-        self.reset()
-
-    def reset(self) -> None:
-        self.correct = 0
-        self.total = 0
-
-    def update(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
-        self.correct += int((preds.argmax(-1) == targets).sum())
-        self.total += targets.numel()
-
-    def compute(self) -> float:
-        return self.correct / self.total
 
 
 class Recorder(BaseCallback):
@@ -154,7 +135,7 @@ def test_hook_table_matches_protocol_base_class_and_list():
 # ------------------------------------------------------- sequence, arguments and logs
 def test_exact_call_sequence_and_logs_for_two_epochs_with_validation():
     recorder = Recorder()
-    model, result = train([recorder], epochs=2, metrics=[Accuracy()])
+    model, result = train([recorder], epochs=2, metrics=[CountingAccuracy("acc")])
     expected = reference_run(epochs=2)
 
     assert recorder.sequence == [(hook, args) for hook, args, _ in expected]
@@ -427,7 +408,7 @@ def test_plain_lightning_trainer_with_bz_module_never_shows_the_sanity_check():
 
     recorder = Recorder()
     model = make_model()
-    module = BzModule(model, nn.CrossEntropyLoss(), lambda p: torch.optim.SGD(p, lr=0.1), metrics=[Accuracy()])
+    module = BzModule(model, nn.CrossEntropyLoss(), lambda p: torch.optim.SGD(p, lr=0.1), metrics=[CountingAccuracy("acc")])
     trainer = pl.Trainer(
         max_epochs=2, num_sanity_val_steps=2, accelerator="cpu", devices=1, logger=False,
         enable_checkpointing=False, enable_progress_bar=False, enable_model_summary=False,

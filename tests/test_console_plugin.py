@@ -11,26 +11,8 @@ import torch
 from torch import nn
 
 from bz_lightning import Trainer
-from bz_lightning.metrics import Metric
 from bz_lightning.plugins import ConsoleOutPlugin, Plugin
-
-
-class TinyAccuracy(Metric):
-    """A minimal metric, so the test does not depend on the built-in ones."""
-
-    def __init__(self) -> None:
-        super().__init__("accuracy")
-        self.reset()
-
-    def reset(self) -> None:
-        self.correct = self.total = 0
-
-    def update(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
-        self.correct += int((preds.argmax(-1) == targets).sum())
-        self.total += targets.numel()
-
-    def compute(self) -> float:
-        return self.correct / self.total
+from conftest import CountingAccuracy
 
 
 class EpochValues(Plugin):
@@ -54,7 +36,7 @@ def train(console, model, train_loader, val_loader, epochs=2):
     trainer.add_plugin(console)
     result = trainer.train(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
                            train_loader, val_loader, device="cpu", compile=False, epochs=epochs,
-                           metrics=[TinyAccuracy()])
+                           metrics=[CountingAccuracy()])
     return values, result
 
 

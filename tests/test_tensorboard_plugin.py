@@ -12,26 +12,8 @@ from torch import nn
 
 from bz_lightning import Trainer
 from bz_lightning.errors import BzPluginError
-from bz_lightning.metrics import Metric
 from bz_lightning.plugins import Plugin, TensorBoardPlugin
-
-
-class TinyAccuracy(Metric):
-    """A minimal metric, so the test does not depend on the built-in ones."""
-
-    def __init__(self) -> None:
-        super().__init__("accuracy")
-        self.reset()
-
-    def reset(self) -> None:
-        self.correct = self.total = 0
-
-    def update(self, preds: torch.Tensor, targets: torch.Tensor) -> None:
-        self.correct += int((preds.argmax(-1) == targets).sum())
-        self.total += targets.numel()
-
-    def compute(self) -> float:
-        return self.correct / self.total
+from conftest import CountingAccuracy
 
 
 class Reported(Plugin):
@@ -79,7 +61,7 @@ def test_two_epochs_read_back_with_event_accumulator(model, train_loader, val_lo
     trainer.add_plugin(reported)
     result = trainer.train(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(),
                            train_loader, val_loader, device="cpu", compile=False, epochs=2,
-                           metrics=[TinyAccuracy()], hyperparameters=HPARAMS)
+                           metrics=[CountingAccuracy()], hyperparameters=HPARAMS)
     assert not result.plugin_failures
 
     events = read(log_dir)

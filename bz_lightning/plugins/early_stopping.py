@@ -7,7 +7,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Dict, Literal, Optional
 
-from bz_lightning.context import PluginContext
+from bz_lightning.context import PluginContext, epoch_values
 from bz_lightning.errors import BzConfigError, did_you_mean
 from bz_lightning.plugins.base import Plugin
 
@@ -295,7 +295,7 @@ class EarlyStoppingPlugin(Plugin):
 
     # ---------------------------------------------------------------------- helpers
     def _monitored_value(self, context: PluginContext) -> float | None:
-        available = monitor_values(context)
+        available = epoch_values(context)
         key = _canonical(self.config.monitor)
         if key in available:
             self._seen_monitor = True
@@ -343,23 +343,6 @@ class EarlyStoppingPlugin(Plugin):
         self._seen_monitor = bool(state.get("seen_monitor", False))
         self.best_weights = state.get("best_weights")
         self._state_loaded = True
-
-
-def monitor_values(context: PluginContext) -> dict[str, float]:
-    """The values early stopping can monitor at ``end_epoch``, by key.
-
-    >>> monitor_values(PluginContext(training_loss_total=3.0, training_batch_count=2,
-    ...                              training_metrics={"accuracy": 0.5}))
-    {'training_loss': 1.5, 'training_accuracy': 0.5}
-    """
-    values: dict[str, float] = {}
-    if context.training_batch_count:
-        values["training_loss"] = context.training_loss_total / context.training_batch_count
-    values.update({f"training_{k}": float(v) for k, v in context.training_metrics.items()})
-    if context.validation_batch_count:
-        values["validation_loss"] = context.validation_loss_total / context.validation_batch_count
-    values.update({f"validation_{k}": float(v) for k, v in context.validation_metrics.items()})
-    return values
 
 
 def _canonical(monitor: str) -> str:

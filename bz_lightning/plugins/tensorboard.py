@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from bz_lightning.context import PluginContext
+from bz_lightning.context import PluginContext, epoch_values
 from bz_lightning.errors import BzConfigError
 from bz_lightning.plugins.base import Plugin
 
@@ -138,14 +138,12 @@ class TensorBoardPlugin(Plugin):
 
 
 def _epoch_scalars(context: PluginContext) -> dict[str, float]:
-    scalars: dict[str, float] = {}
-    if context.training_batch_count:
-        scalars["loss/train"] = context.training_loss_total / context.training_batch_count
-    scalars.update({f"metrics/train_{k}": float(v) for k, v in context.training_metrics.items()})
-    if context.validation_batch_count:
-        scalars["loss/validation"] = context.validation_loss_total / context.validation_batch_count
-        scalars.update({f"metrics/validation_{k}": float(v) for k, v in context.validation_metrics.items()})
-    return scalars
+    """``epoch_values`` under the plugin's tags: ``loss/train``, ``metrics/validation_<m>``..."""
+    tags = {"training_loss": "loss/train", "validation_loss": "loss/validation"}
+    return {
+        tags.get(key, "metrics/" + key.replace("training_", "train_", 1)): value
+        for key, value in epoch_values(context).items()
+    }
 
 
 def _flat_hparams(values: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
