@@ -146,6 +146,8 @@ class BzModule(pl.LightningModule):
         # (world size, train_loss_step interval or 0): read from the trainer in on_train_start
         # rather than at every step; None (live reads) until then.
         self._step_settings: tuple[int, int] | None = None
+        # Set by a training step that every DDP process skips; see optimizer_step.
+        self._skip_update = False
         if not isinstance(model, nn.Module):
             raise BzConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -222,15 +224,38 @@ class BzModule(pl.LightningModule):
         else:
             skip = error is not None
         if skip:
-            # Every process skips together, so DDP's gradient all-reduce never waits on one.
             self.skip_budget.record(self.current_epoch, batch_idx, error or RuntimeError("skipped on another process"))
-            return None
+            if world_size == 1:
+                return None  # Lightning skips backward and the optimizer step
+            # Under DDP every process skips together, and each must still run backward: the
+            # gradient all-reduce is collective, and Lightning refuses a None step there. A
+            # zero loss over every parameter gives zero gradients; optimizer_step then skips
+            # the update itself.
+            self._skip_update = True
+            return sum((p.sum() for p in self.model.parameters() if p.requires_grad), torch.zeros((), device=self.device)) * 0.0
         assert loss is not None
         self.stats["train"].update(loss, preds, targets)
         if log_every and (self._trainer.global_step + 1) % log_every == 0:  # type: ignore[union-attr]
             # One self.log per log interval instead of per step: it costs ~1,900 Python calls.
             self.log("train_loss_step", loss.detach(), on_step=True, on_epoch=False)
         return loss
+
+    def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
+        world_size = (self._step_settings or self._read_step_settings())[0]
+        if world_size == 1 or optimizer_closure is None:
+            super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
+            return
+
+        def closure() -> Any:
+            loss = optimizer_closure()  # the training step and backward, on every process
+            if self._skip_update:
+                raise _SkipUpdate  # leaves optimizer.step before it changes anything
+            return loss
+
+        try:
+            super().optimizer_step(epoch, batch_idx, optimizer, closure)
+        except _SkipUpdate:
+            self._skip_update = False
 
     def _read_step_settings(self) -> tuple[int, int]:
         """(world size, interval of ``train_loss_step`` or 0 when nothing would record it)."""
@@ -345,6 +370,10 @@ class BzModule(pl.LightningModule):
         if isinstance(config["scheduler"], torch.optim.lr_scheduler.ReduceLROnPlateau):
             config.setdefault("monitor", "val_loss" if self.trainer.val_dataloaders is not None else "train_loss")
         return {"optimizer": optimizer, "lr_scheduler": config}
+
+
+class _SkipUpdate(Exception):
+    """Raised from the optimizer closure of a step every DDP process skips."""
 
 
 def _is_compiler_error(err: BaseException) -> bool:

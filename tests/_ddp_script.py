@@ -1,6 +1,6 @@
 """Train a tiny fixed problem with bz's Python API, on 1 process or 2 DDP processes (gloo, CPU).
 
-    python tests/_ddp_script.py OUT_DIR {metrics,early_stop} DEVICES
+    python tests/_ddp_script.py OUT_DIR {metrics,early_stop,skip} DEVICES
 
 Every process writes ``OUT_DIR/rank<global rank>.json``: the final validation metrics, the
 epoch training stopped at, the sum of the model's weights and, per epoch, the loss totals
@@ -27,6 +27,19 @@ from bz_lightning.plugins import EarlyStoppingPlugin, Plugin
 EPOCHS = 6
 
 
+class FailsAt(TensorDataset):
+    """Raises for one sample index, as a corrupt file would (``skip`` scenario)."""
+
+    def __init__(self, bad: int, *tensors: torch.Tensor) -> None:
+        super().__init__(*tensors)
+        self.bad = bad
+
+    def __getitem__(self, index: int):
+        if index == self.bad:
+            raise OSError(f"corrupt sample {index}")
+        return super().__getitem__(index)
+
+
 class Recorder(Plugin):
     """Writes what this process's plugins saw."""
 
@@ -48,6 +61,7 @@ class Recorder(Plugin):
             "validation_loss": context.validation_loss_total / max(context.validation_batch_count, 1),
             "seen": self.seen,
             "weights": float(sum(p.double().sum() for p in context.extra["model"].parameters())),
+            "skipped": [[s.epoch, s.batch, s.reason] for s in context.extra["lightning_module"].skip_budget.skipped],
         }
         (self.out / f"rank{trainer.global_rank}.json").write_text(json.dumps(record))
 
@@ -58,7 +72,10 @@ def main(out: Path, scenario: str, devices: int) -> None:
     x = torch.randn(96, 8, generator=generator)
     y = (x[:, 0] + 0.5 * x[:, 1] > 0).long()
     batch = 16 // devices
-    train = DataLoader(TensorDataset(x[:64], y[:64]), batch_size=batch, shuffle=False)
+    # Sample 3 goes to one process per epoch (Lightning's DistributedSampler shuffles): that
+    # process's batch fails, and both must skip that step together.
+    train_set = FailsAt(3, x[:64], y[:64]) if scenario == "skip" else TensorDataset(x[:64], y[:64])
+    train = DataLoader(train_set, batch_size=batch, shuffle=False)
     val = DataLoader(TensorDataset(x[64:], y[64:]), batch_size=batch, shuffle=False)
 
     torch.manual_seed(0)

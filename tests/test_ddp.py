@@ -41,6 +41,17 @@ def test_two_process_metrics_equal_single_process(tmp_path: Path) -> None:
     assert rank0["weights"] == rank1["weights"]  # gradients were synchronised
 
 
+def test_a_batch_failing_on_one_rank_is_skipped_by_both_without_hanging(tmp_path: Path) -> None:
+    rank0, rank1 = _run_script(tmp_path, "skip", 2)
+    # Sample 3 lands in one batch of one process each epoch (the sampler reshuffles per epoch);
+    # both processes skip that step, in the same epoch at the same batch index.
+    assert [s[0] for s in rank0["skipped"]] == list(range(6))
+    assert [s[:2] for s in rank0["skipped"]] == [s[:2] for s in rank1["skipped"]]
+    for mine, theirs in zip(rank0["skipped"], rank1["skipped"]):
+        assert sorted([mine[2], theirs[2]]) == ["OSError: corrupt sample 3", "RuntimeError: skipped on another process"]
+    assert rank0["weights"] == rank1["weights"]  # no update went out of step
+
+
 def test_early_stopping_stops_both_ranks_at_the_same_epoch(tmp_path: Path) -> None:
     rank0, rank1 = _run_script(tmp_path, "early_stop", 2)
     assert rank0["stop_epoch"] == rank1["stop_epoch"] == 1  # best at epoch 0, patience 1
