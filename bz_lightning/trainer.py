@@ -272,6 +272,11 @@ class Trainer:
                     self.logger.warning("%s", stop)
                 raise
         result = _result(bridge, module, lightning_trainer, time.perf_counter() - started)
+        if lightning_trainer.world_size > 1 and torch.distributed.is_initialized():
+            # Lightning leaves the process group up after fit; left to interpreter exit, gloo
+            # sometimes aborts the finished process ("terminate called without an active
+            # exception", exit -6). A later fit in this process starts a new one.
+            torch.distributed.destroy_process_group()
         if checkpoints is not None:
             result.signature = checkpoints.signature
             result.checkpoint_dir = str(checkpoints.directory)
