@@ -327,6 +327,9 @@ class LifecycleCallback(pl.Callback):
         # The first hook that knows the process's rank: plugins that write stop listening
         # everywhere but on rank 0.
         self._global_rank = trainer.global_rank
+        bar = trainer.progress_bar_callback
+        if bar is not None and any(p.shows_progress for p in self.plugins if p.name not in self.disabled):
+            bar.disable()  # a plugin shows progress: one display, not two
         if self._global_rank != 0:
             for listener_stage, listeners in self._listeners.items():
                 self._listeners[listener_stage] = [p for p in listeners if not p.rank_zero_only]

@@ -106,3 +106,21 @@ def test_stop_and_failure_are_reported(model, train_loader, capsys):
 def test_update_interval_is_checked():
     with pytest.raises(ValueError, match="update_interval must be an integer >= 1, got 0"):
         ConsoleOutPlugin(10, update_interval=0)
+
+
+def test_lightning_progress_bar_is_switched_off_under_a_plain_lightning_trainer(
+    model, train_loader, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import lightning.pytorch as pl
+
+    from bz_lightning import BzModule, LifecycleCallback
+
+    out = io.StringIO()
+    trainer = pl.Trainer(max_epochs=2, logger=False, enable_checkpointing=False, enable_model_summary=False,
+                         enable_progress_bar=True,
+                         callbacks=[LifecycleCallback([ConsoleOutPlugin(len(train_loader), stream=out)])])
+    trainer.fit(BzModule(model, nn.CrossEntropyLoss(), lambda p: torch.optim.SGD(p, lr=0.1)), train_loader)
+    assert trainer.progress_bar_callback.is_disabled
+    captured = capsys.readouterr()
+    assert "Epoch 0" not in captured.err + captured.out  # Lightning's bar never drew
+    assert "epoch 2/2" in out.getvalue() and "training finished" in out.getvalue()

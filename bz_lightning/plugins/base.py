@@ -39,6 +39,8 @@ class Plugin(ABC):
     config: Any = None
     #: Run only in the global-rank-0 process under distributed training (plugins that write).
     rank_zero_only: ClassVar[bool] = False
+    #: Shows training progress itself: Lightning's progress bar is switched off while it runs.
+    shows_progress: ClassVar[bool] = False
 
     def __init__(self, name: str | None = None, config: Any | None = None) -> None:
         self._name = name

@@ -37,8 +37,8 @@ class ConsoleOutPlugin(Plugin):
     Epoch numbers are counted from 1 for humans (``context.epoch`` counts from 0), out of
     the trainer's ``max_epochs``.
 
-    bz's ``Trainer`` switches Lightning's own progress bar off, so nothing is shown twice;
-    a warning says so when a Lightning progress bar is on anyway.
+    Lightning's own progress bar is switched off while it runs (``shows_progress``), also
+    under a plain ``lightning.Trainer``, so nothing is shown twice.
 
     Args:
         training_data_len: training batches per epoch (the bar's length).
@@ -63,6 +63,7 @@ class ConsoleOutPlugin(Plugin):
 
     # Writes: under DDP only the global-rank-0 process prints / logs.
     rank_zero_only: ClassVar[bool] = True
+    shows_progress: ClassVar[bool] = True
 
     def __init__(
         self,
@@ -121,11 +122,6 @@ class ConsoleOutPlugin(Plugin):
         trainer = context.extra.get("trainer")
         max_epochs = getattr(trainer, "max_epochs", None)
         self._max_epochs = max_epochs if isinstance(max_epochs, int) and max_epochs > 0 else None
-        if getattr(trainer, "progress_bar_callback", None) is not None:
-            self.logger.warning(
-                "Lightning's progress bar is on as well as console_out; pass enable_progress_bar=False "
-                "to show progress only once"
-            )
 
     def start_epoch(self, context: PluginContext) -> None:
         self._epoch_start_time = time.perf_counter()
