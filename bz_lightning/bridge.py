@@ -240,24 +240,22 @@ class LifecycleCallback(pl.Callback):
         elif stage is Stage.LOAD_CHECKPOINT:
             ctx.epoch = trainer.current_epoch
         elif stage is Stage.END_TRAINING_LOOP:
-            self._copy_stats(_stats(module, "train"), validation=False, with_metrics=True)
-            self._sum_over_processes(trainer, validation=False)
+            self._copy_stats(trainer, _stats(module, "train"), validation=False, loop_end=True)
             self._copy_run_state(module)
         elif stage is Stage.START_VALIDATION_LOOP:
             ctx.validation_loss_total = 0.0
             ctx.validation_batch_count = 0
             ctx.validation_metrics = {}
         elif stage is Stage.END_VALIDATION_LOOP:
-            self._copy_stats(_stats(module, "val"), validation=True, with_metrics=True)
-            self._sum_over_processes(trainer, validation=True)
+            self._copy_stats(trainer, _stats(module, "val"), validation=True, loop_end=True)
         elif stage is Stage.END_TRAINING_SESSION:
             self._copy_run_state(module)
         elif self._listeners[stage]:
             # Batch stages: the running totals become floats only when somebody listens.
             if stage is Stage.END_TRAINING_BATCH:
-                self._copy_stats(_stats(module, "train"), validation=False, with_metrics=False)
+                self._copy_stats(trainer, _stats(module, "train"), validation=False, loop_end=False)
             elif stage is Stage.END_VALIDATION_BATCH:
-                self._copy_stats(_stats(module, "val"), validation=True, with_metrics=False)
+                self._copy_stats(trainer, _stats(module, "val"), validation=True, loop_end=False)
         self.dispatch(stage)
 
     def _copy_run_state(self, module: pl.LightningModule) -> None:
@@ -267,42 +265,34 @@ class LifecycleCallback(pl.Callback):
         fallback = getattr(module, "compile_fallback", None)
         extra["warnings"] = [f"torch.compile fell back to eager: {fallback}"] if fallback else []
 
-    def _copy_stats(self, stats: SplitStats | None, *, validation: bool, with_metrics: bool) -> None:
+    def _copy_stats(self, trainer: pl.Trainer, stats: SplitStats | None, *, validation: bool, loop_end: bool) -> None:
+        """The split's running loss total and batch count into the context, and at a loop's
+        end its metrics. Under DDP a loop's end totals are summed over all processes (one
+        all-reduce per loop, never per step), so every process's plugins decide alike."""
         if stats is None:
             return
+        total, count = stats.loss_total, stats.count
+        metrics = stats.metric_values() if loop_end else None  # reduced by their own compute
+        if loop_end and trainer.world_size > 1:
+            import torch
+
+            summed = trainer.strategy.reduce(
+                torch.tensor((total, count), dtype=torch.float64, device=trainer.strategy.root_device),
+                reduce_op="sum",
+            )
+            total, count = float(summed[0]), int(summed[1])
         ctx = self.context
         if validation:
-            ctx.validation_loss_total = stats.loss_total
-            ctx.validation_batch_count = stats.count
-            if with_metrics:
-                ctx.validation_metrics = stats.metric_values()
+            ctx.validation_loss_total, ctx.validation_batch_count = total, count
+            if metrics is not None:
+                ctx.validation_metrics = metrics
         else:
-            ctx.training_loss_total = stats.loss_total
-            ctx.training_batch_count = stats.count
-            if with_metrics:
-                ctx.training_metrics = stats.metric_values()
-
-    def _sum_over_processes(self, trainer: pl.Trainer, *, validation: bool) -> None:
-        """Under DDP, make the loop's loss total and batch count global: one all-reduce per
-        loop end (never per step), so every process's plugins decide on the same numbers."""
-        if trainer.world_size <= 1:
-            return
-        import torch
-
-        ctx = self.context
-        local = ((ctx.validation_loss_total, ctx.validation_batch_count) if validation
-                 else (ctx.training_loss_total, ctx.training_batch_count))
-        totals = trainer.strategy.reduce(
-            torch.tensor(local, dtype=torch.float64, device=trainer.strategy.root_device), reduce_op="sum"
-        )
-        loss_total, count = float(totals[0]), int(totals[1])
-        if validation:
-            ctx.validation_loss_total, ctx.validation_batch_count = loss_total, count
-        else:
-            ctx.training_loss_total, ctx.training_batch_count = loss_total, count
+            ctx.training_loss_total, ctx.training_batch_count = total, count
+            if metrics is not None:
+                ctx.training_metrics = metrics
 
     def _should_fire(self, stage: Stage) -> bool:
-        """Whether ``stage`` fires from ``hook`` this time (the table's side conditions)."""
+        """Whether ``stage`` fires this time (the table's side conditions)."""
         if stage is Stage.LOAD_CHECKPOINT:
             return self._restored_epoch is not None
         if stage is Stage.START_TRAINING_LOOP:

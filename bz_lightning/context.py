@@ -37,22 +37,26 @@ class PluginContext:
     should_stop_training: bool = False
 
 
-def epoch_values(context: PluginContext) -> dict[str, float]:
+def epoch_values(context: PluginContext, train: str = "training_", val: str = "validation_") -> dict[str, float]:
     """The epoch's mean losses and metrics, as plugins report and monitor them.
 
-    Keys: ``training_loss`` and ``training_<metric>``, then ``validation_loss`` and
-    ``validation_<metric>`` when validation ran.
+    Keys: ``<train>loss`` and ``<train><metric>``, then ``<val>loss`` and ``<val><metric>``
+    when validation ran. The prefixes name them for each reader: ``training_``/``validation_``
+    (early stopping's monitors), ``train_``/``val_`` (Lightning's logs, ``optimized_metric``),
+    ``""``/``val_`` (Keras-style callback logs).
 
     Example:
-        >>> epoch_values(PluginContext(training_loss_total=3.0, training_batch_count=2,
-        ...                            training_metrics={"accuracy": 0.5}))
+        >>> ctx = PluginContext(training_loss_total=3.0, training_batch_count=2, training_metrics={"accuracy": 0.5})
+        >>> epoch_values(ctx)
         {'training_loss': 1.5, 'training_accuracy': 0.5}
+        >>> epoch_values(ctx, train="")
+        {'loss': 1.5, 'accuracy': 0.5}
     """
     values: dict[str, float] = {}
     if context.training_batch_count:
-        values["training_loss"] = context.training_loss_total / context.training_batch_count
-    values.update({f"training_{k}": float(v) for k, v in context.training_metrics.items()})
+        values[f"{train}loss"] = context.training_loss_total / context.training_batch_count
+    values.update({f"{train}{k}": float(v) for k, v in context.training_metrics.items()})
     if context.validation_batch_count:
-        values["validation_loss"] = context.validation_loss_total / context.validation_batch_count
-        values.update({f"validation_{k}": float(v) for k, v in context.validation_metrics.items()})
+        values[f"{val}loss"] = context.validation_loss_total / context.validation_batch_count
+        values.update({f"{val}{k}": float(v) for k, v in context.validation_metrics.items()})
     return values

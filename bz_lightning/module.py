@@ -193,10 +193,14 @@ class BzModule(pl.LightningModule):
             "subclass BzModule and override unpack_batch(batch) for other layouts"
         )
 
-    def _step(self, split: str, batch: Any) -> Tensor:
+    def _loss(self, batch: Any) -> tuple[Tensor, Any, Any]:
+        """``(loss, preds, targets)`` of one batch."""
         inputs, targets = self.unpack_batch(batch)
         preds = self(inputs)
-        loss = self.loss_fn(preds, targets)
+        return self.loss_fn(preds, targets), preds, targets
+
+    def _step(self, split: str, batch: Any) -> Tensor:
+        loss, preds, targets = self._loss(batch)
         self.stats[split].update(loss, preds, targets)
         return loss
 
@@ -207,22 +211,20 @@ class BzModule(pl.LightningModule):
             error = batch.error
         else:
             try:
-                inputs, targets = self.unpack_batch(batch)
-                preds = self(inputs)
-                loss = self.loss_fn(preds, targets)
+                loss, preds, targets = self._loss(batch)
             except BzConfigError:
                 raise
             except Exception as err:
                 error = err
         if error is not None and self.on_batch_error == "raise":
             raise error
-        if loss is not None and not self._loss_is_finite(loss, batch_idx):
+        # The one host synchronisation of a step: the verdict must be known before backward.
+        if loss is not None and not bool(torch.isfinite(loss)):
             error = NonFiniteLossError(self.current_epoch, batch_idx, float(loss.detach()), self._last_finite_value())
+            if self.on_nonfinite_loss == "raise":
+                raise error
         world_size, log_every = self._step_settings or self._read_step_settings()
-        if world_size > 1:
-            skip = self._any_process(error is not None)
-        else:
-            skip = error is not None
+        skip = self._any_process(error is not None) if world_size > 1 else error is not None
         if skip:
             self.skip_budget.record(self.current_epoch, batch_idx, error or RuntimeError("skipped on another process"))
             if world_size == 1:
@@ -265,13 +267,6 @@ class BzModule(pl.LightningModule):
         every = getattr(trainer, "log_every_n_steps", 0)  # set by Lightning's logger connector
         return trainer.world_size, every if every and trainer.loggers else 0
 
-    def _loss_is_finite(self, loss: Tensor, batch_idx: int) -> bool:
-        # The one host synchronisation of a step: the verdict must be known before backward.
-        finite = bool(torch.isfinite(loss))
-        if not finite and self.on_nonfinite_loss == "raise":
-            raise NonFiniteLossError(self.current_epoch, batch_idx, float(loss.detach()), self._last_finite_value())
-        return finite
-
     def _last_finite_value(self) -> float | None:
         # Only finite losses reach stats["train"]; before this epoch's first, the last of earlier epochs.
         last = self.stats["train"].last_loss
@@ -280,10 +275,8 @@ class BzModule(pl.LightningModule):
         return None if last is None else float(last)
 
     def _any_process(self, flag: bool) -> bool:
-        trainer = self._trainer
-        if trainer is None or trainer.world_size == 1:
-            return flag
-        total = trainer.strategy.reduce(torch.tensor(float(flag), device=self.device), reduce_op="sum")
+        """Whether ``flag`` is set on any DDP process (one all-reduce)."""
+        total = self.trainer.strategy.reduce(torch.tensor(float(flag), device=self.device), reduce_op="sum")
         return bool(total > 0)
 
     @property

@@ -9,7 +9,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bz_lightning.callbacks.base import HOOK_STAGES, TrainingCallback, check_callback
-from bz_lightning.context import PluginContext
+from bz_lightning.context import PluginContext, epoch_values
 from bz_lightning.plugins.base import Plugin
 
 if TYPE_CHECKING:
@@ -118,21 +118,13 @@ def _batch_logs(ctx: PluginContext) -> dict[str, Any]:
     return {"loss": float(stats.last_loss), **stats.metric_values()}
 
 
-def _validation_logs(ctx: PluginContext) -> dict[str, Any]:
-    if not ctx.validation_batch_count:
-        return {}
-    logs: dict[str, Any] = {"val_loss": ctx.validation_loss_total / ctx.validation_batch_count}
-    logs.update({f"val_{name}": value for name, value in ctx.validation_metrics.items()})
-    return logs
-
-
 def _epoch_logs(ctx: PluginContext) -> dict[str, Any]:
-    logs: dict[str, Any] = {}
-    if ctx.training_batch_count:
-        logs["loss"] = ctx.training_loss_total / ctx.training_batch_count
-    logs.update(ctx.training_metrics)
-    logs.update(_validation_logs(ctx))
-    return logs
+    """``loss``, each training metric, then ``val_loss`` and ``val_<metric>`` if validated."""
+    return epoch_values(ctx, train="", val="val_")
+
+
+def _validation_logs(ctx: PluginContext) -> dict[str, Any]:
+    return {k: v for k, v in _epoch_logs(ctx).items() if k.startswith("val_")}
 
 
 #: How each hook's arguments after ``trainer`` are read from the context at its stage.

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
-from bz_lightning.context import PluginContext
+from bz_lightning.context import PluginContext, epoch_values
 from bz_lightning.errors import BzConfigError
 from bz_lightning.plugins.base import Plugin
 
@@ -157,7 +157,7 @@ class ConsoleOutPlugin(Plugin):
     def end_epoch(self, context: PluginContext) -> None:
         self._epochs_run += 1
         elapsed = time.perf_counter() - self._epoch_start_time
-        self._print(f"{self._epoch_label(context)}  {_format_values(_epoch_values(context))}  time {elapsed:.2f}s")
+        self._print(f"{self._epoch_label(context)}  {_format_values(_logged_values(context))}  time {elapsed:.2f}s")
 
     def end_training_session(self, context: PluginContext) -> None:
         self._training_bar = self._close_bar(self._training_bar)
@@ -167,7 +167,7 @@ class ConsoleOutPlugin(Plugin):
         lines = [f"training {'failed' if 'exception' in context.extra else 'finished'}: "
                  f"{self._epochs_run} epoch{'s' if self._epochs_run != 1 else ''} in {total:.2f}s"]
         if self._epochs_run:
-            lines.append(f"  final  {_format_values(_epoch_values(context))}")
+            lines.append(f"  final  {_format_values(_logged_values(context))}")
         if context.should_stop_training:
             lines.append(f"  stopped early by a plugin after epoch {context.epoch + 1}")
         if "exception" in context.extra:
@@ -229,14 +229,9 @@ def _running_metrics(context: PluginContext, split: str) -> dict[str, float]:
     return dict(split_stats.metric_values()) if split_stats is not None and split_stats.count else {}
 
 
-def _epoch_values(context: PluginContext) -> dict[str, float]:
-    """``train_loss``, ``train_<metric>``, then ``val_loss`` and ``val_<metric>`` if validated."""
-    values = {"train_loss": _mean(context.training_loss_total, context.training_batch_count)}
-    values.update({f"train_{k}": v for k, v in context.training_metrics.items()})
-    if context.validation_batch_count:
-        values["val_loss"] = _mean(context.validation_loss_total, context.validation_batch_count)
-        values.update({f"val_{k}": v for k, v in context.validation_metrics.items()})
-    return values
+def _logged_values(context: PluginContext) -> dict[str, float]:
+    """``train_loss``, ``train_<metric>``, ``val_loss``, ``val_<metric>``: Lightning's log names."""
+    return epoch_values(context, train="train_", val="val_")
 
 
 def _format_values(values: dict[str, float]) -> str:

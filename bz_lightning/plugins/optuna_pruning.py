@@ -19,7 +19,7 @@ import os
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from bz_lightning.context import PluginContext
+from bz_lightning.context import PluginContext, epoch_values
 from bz_lightning.errors import BzConfigError
 from bz_lightning.plugins.base import Plugin
 
@@ -50,17 +50,7 @@ def open_storage(spec: str) -> Any:
 def monitored_value(context: PluginContext, metric: str) -> float | None:
     """The value of bz-train's ``optimized_metric`` name in ``context``: ``train_loss``,
     ``val_loss``, ``train_<metric>`` or ``val_<metric>``; ``None`` if the epoch has none."""
-    split, _, name = metric.partition("_")
-    if split == "val":
-        total, count, metrics = context.validation_loss_total, context.validation_batch_count, context.validation_metrics
-    elif split == "train":
-        total, count, metrics = context.training_loss_total, context.training_batch_count, context.training_metrics
-    else:
-        return None
-    if name == "loss":
-        return total / count if count else None
-    value = metrics.get(name)
-    return None if value is None else float(value)
+    return epoch_values(context, train="train_", val="val_").get(metric)
 
 
 class OptunaPruningPlugin(Plugin):
