@@ -130,12 +130,8 @@ class ConsoleOutPlugin(Plugin):
         self._training_bar = self._open_bar(f"{self._epoch_label(context)} train", self.training_data_len)
 
     def end_training_batch(self, context: PluginContext) -> None:
-        done = int(context.extra.get("batch_index", context.training_batch_count - 1)) + 1
-        if done % self.update_interval and done != self.training_data_len:
-            return
-        values = {"loss": _mean(context.training_loss_total, context.training_batch_count)}
-        values.update(_running_metrics(context, "train"))
-        self._progress(self._training_bar, context, "train", done, self.training_data_len, values)
+        self._batch_progress(context, "train", self._training_bar, self.training_data_len,
+                             context.training_loss_total, context.training_batch_count)
 
     def end_training_loop(self, context: PluginContext) -> None:
         self._training_bar = self._close_bar(self._training_bar)
@@ -144,15 +140,20 @@ class ConsoleOutPlugin(Plugin):
         self._validation_bar = self._open_bar(f"{self._epoch_label(context)} val", self.validation_data_len)
 
     def end_validation_batch(self, context: PluginContext) -> None:
-        done = int(context.extra.get("batch_index", context.validation_batch_count - 1)) + 1
-        if done % self.update_interval and done != self.validation_data_len:
-            return
-        values = {"loss": _mean(context.validation_loss_total, context.validation_batch_count)}
-        values.update(_running_metrics(context, "val"))
-        self._progress(self._validation_bar, context, "val", done, self.validation_data_len, values)
+        self._batch_progress(context, "val", self._validation_bar, self.validation_data_len,
+                             context.validation_loss_total, context.validation_batch_count)
 
     def end_validation_loop(self, context: PluginContext) -> None:
         self._validation_bar = self._close_bar(self._validation_bar)
+
+    def _batch_progress(self, context: PluginContext, split: str, bar: tqdm | None, total: int,
+                        loss_total: float, count: int) -> None:
+        """Refresh ``split``'s bar (or print its line) every ``update_interval`` batches."""
+        done = int(context.extra.get("batch_index", count - 1)) + 1
+        if done % self.update_interval and done != total:
+            return
+        values = {"loss": _mean(loss_total, count), **_running_metrics(context, split)}
+        self._progress(bar, context, split, done, total, values)
 
     def end_epoch(self, context: PluginContext) -> None:
         self._epochs_run += 1
