@@ -8,7 +8,6 @@ once with its traceback, and is counted against ``max_skipped_batches``.
 
 from __future__ import annotations
 
-import copy
 import logging
 import math
 import traceback
@@ -16,6 +15,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from bz_lightning._loaders import with_iterator
 from bz_lightning.errors import BzConfigError, BzError
 
 __all__ = ["BatchErrorPolicy", "FailedBatch", "SkippedBatch", "SkipBudget", "guard_loader"]
@@ -82,19 +82,9 @@ class SkipBudget:
 
 
 def guard_loader(loader: Iterable[Any]) -> Iterable[Any]:
-    """A copy of ``loader`` whose iterator yields ``FailedBatch`` instead of raising.
-
-    A ``DataLoader`` stays a ``DataLoader`` (a shallow copy of a generated subclass), so
-    Lightning can still re-create it with a distributed sampler; the user's object is left
-    untouched. Other iterables are wrapped.
-    """
-    from torch.utils.data import DataLoader
-
-    if isinstance(loader, DataLoader):
-        guarded = copy.copy(loader)
-        guarded.__class__ = _guarded_class(type(loader))
-        return guarded
-    return _GuardedIterable(loader)
+    """A copy of ``loader`` whose iterator yields ``FailedBatch`` instead of raising (see
+    ``with_iterator``: a ``DataLoader`` stays one; the user's object is left untouched)."""
+    return with_iterator(loader, lambda start: _GuardedIterator(start()), "Guarded")
 
 
 class _GuardedIterator:
@@ -114,28 +104,3 @@ class _GuardedIterator:
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self._iterator, name)
-
-
-class _GuardedIterable:
-    def __init__(self, iterable: Iterable[Any]) -> None:
-        self._iterable = iterable
-
-    def __iter__(self) -> _GuardedIterator:
-        return _GuardedIterator(iter(self._iterable))
-
-    def __len__(self) -> int:
-        return len(self._iterable)  # type: ignore[arg-type]
-
-
-_GUARDED_CLASSES: dict[type, type] = {}
-
-
-def _guarded_class(cls: type[Any]) -> type[Any]:
-    if cls not in _GUARDED_CLASSES:
-        base_iter = cls.__iter__
-
-        def __iter__(self: Any) -> _GuardedIterator:
-            return _GuardedIterator(base_iter(self))
-
-        _GUARDED_CLASSES[cls] = type(f"Guarded{cls.__name__}", (cls,), {"__iter__": __iter__})
-    return _GUARDED_CLASSES[cls]

@@ -14,13 +14,14 @@ but not trained on, and puts the RNG back to the checkpoint's state.
 
 from __future__ import annotations
 
-import copy
 import random
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
 import torch
+
+from bz_lightning._loaders import with_iterator
 
 __all__ = ["ReplayState", "capture_rng", "loader_generators", "restore_rng", "resumable_loader"]
 
@@ -125,34 +126,7 @@ class ReplayState:
 
 
 def resumable_loader(loader: Iterable[Any], state: ReplayState) -> Iterable[Any]:
-    """A copy of ``loader`` whose epochs ``state`` can record and replay.
-
-    A ``DataLoader`` stays a ``DataLoader`` (a shallow copy of a generated subclass that
-    carries ``state``, so Lightning can still re-create it with a distributed sampler); the
-    user's object is untouched. Other iterables are wrapped.
-    """
-    from torch.utils.data import DataLoader
-
+    """A copy of ``loader`` whose epochs ``state`` can record and replay (see
+    ``with_iterator``: a ``DataLoader`` stays one; the user's object is left untouched)."""
     state.generators = loader_generators(loader)
-    if isinstance(loader, DataLoader):
-        cls = type(loader)
-
-        def __iter__(self: Any) -> Iterator[Any]:
-            return state.iterate(lambda: cls.__iter__(self))
-
-        resumable = copy.copy(loader)
-        resumable.__class__ = type(f"Resumable{cls.__name__}", (cls,), {"__iter__": __iter__})
-        return resumable
-    return _ResumableIterable(loader, state)
-
-
-class _ResumableIterable:
-    def __init__(self, iterable: Iterable[Any], state: ReplayState) -> None:
-        self._iterable = iterable
-        self._state = state
-
-    def __iter__(self) -> Iterator[Any]:
-        return self._state.iterate(lambda: iter(self._iterable))
-
-    def __len__(self) -> int:
-        return len(self._iterable)  # type: ignore[arg-type]
+    return with_iterator(loader, state.iterate, "Resumable")
