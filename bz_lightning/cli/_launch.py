@@ -9,13 +9,17 @@ from __future__ import annotations
 import json
 import os
 import sys
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from contextlib import contextmanager
-from typing import Any, NoReturn
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from bz_lightning.errors import BzConfigError
 
-__all__ = ["prepare_argv", "preflight", "exit_with", "is_ddp_child", "multirun_job", "OVERLAY_GROUPS", "DDP_JOB_ARGV_ENV"]
+if TYPE_CHECKING:
+    from omegaconf import DictConfig
+
+__all__ = ["prepare_argv", "preflight", "exit_with", "is_ddp_child", "multirun_job", "PreparedRun", "OVERLAY_GROUPS", "DDP_JOB_ARGV_ENV"]
 
 # Groups that train.yaml lists as `group: null`: Hydra wants `experiment=x` for them, and
 # `+experiment=x` fails ("Multiple values for experiment"); both spellings are accepted.
@@ -24,6 +28,7 @@ OVERLAY_GROUPS = ("experiment", "debug", "hparams_search")
 _INFO_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion")
 # Sweeps larger than this are checked on their first jobs only.
 _MAX_CHECKED_JOBS = 32
+_CONFIG_NAME = "train"
 
 #: Set by a multirun job for the DDP processes Lightning starts: the command line of that
 #: one job (JSON list), which the processes run instead of the whole sweep.
@@ -123,8 +128,12 @@ def exit_with(err: BaseException, prog: str = "bz-train") -> NoReturn:
     sys.exit(2)
 
 
-def preflight(argv: list[str]) -> None:
+def preflight(argv: list[str]) -> PreparedRun | None:
     """Compose and validate every job ``argv`` describes, as bz-train would.
+
+    Returns the run composed, ready to start, when ``argv`` describes a single run (no
+    ``-m``, no sweep, no ``--cfg``-style flag, bz-train's own config); ``None`` when
+    Hydra's own entry point must take over.
 
     Raises:
         BzConfigError: an unknown group option, key, type, missing value or bad interpolation.
@@ -133,16 +142,52 @@ def preflight(argv: list[str]) -> None:
 
     args = get_args_parser().parse_args(argv)
     if any(getattr(args, flag, None) for flag in _INFO_FLAGS):
-        return
+        return None
     from hydra.core.global_hydra import GlobalHydra
 
     try:
-        _check(args)
+        return _check(args)
     finally:
         GlobalHydra.instance().clear()
 
 
-def _check(args: Any) -> None:
+@dataclass
+class PreparedRun:
+    """A single run composed and validated by :func:`preflight`.
+
+    Hydra's ``@hydra.main`` would compose the same config twice more (once to read
+    ``hydra.mode``, once to run it); :meth:`run` hands this one to Hydra's ``run_job``
+    instead, the same steps as Hydra's ``Hydra.run`` (output directory, logging, the
+    ``.hydra`` files, callbacks). It costs a fifth of a second less on every ``bz-train``.
+    """
+
+    hydra: Any
+    config: DictConfig
+
+    def run(self, task_function: Callable[[DictConfig], Any]) -> None:
+        from hydra._internal.callbacks import Callbacks
+        from hydra._internal.utils import run_and_report
+        from hydra.core.global_hydra import GlobalHydra
+        from hydra.core.utils import run_job
+        from hydra.types import HydraContext
+
+        def run() -> None:
+            callbacks = Callbacks(self.config)
+            callbacks.on_run_start(config=self.config, config_name=_CONFIG_NAME)
+            context = HydraContext(config_loader=self.hydra.config_loader, callbacks=callbacks)
+            ret = run_job(hydra_context=context, task_function=task_function, config=self.config,
+                          job_dir_key="hydra.run.dir", job_subdir_key=None, configure_logging=True)
+            callbacks.on_run_end(config=self.config, config_name=_CONFIG_NAME, job_return=ret)
+            _ = ret.return_value  # raises the job's exception, as Hydra.run does
+
+        GlobalHydra.instance().initialize(self.hydra)
+        try:
+            run_and_report(run)
+        finally:
+            GlobalHydra.instance().clear()
+
+
+def _check(args: Any) -> PreparedRun | None:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
@@ -158,7 +203,7 @@ def _check(args: Any) -> None:
         if not os.path.isdir(config_dir):
             raise BzConfigError(f"--config-dir {args.config_dir}: no such directory ({config_dir})")
         search_path.prepend("command-line", f"file://{config_dir}", anchor=SearchPathQuery(provider="schema"))
-    hydra = Hydra.create_main_hydra2(task_name="train", config_search_path=search_path)
+    hydra = Hydra.create_main_hydra2(task_name=_CONFIG_NAME, config_search_path=search_path)
     loader = hydra.config_loader
 
     parser = OverridesParser.create(config_loader=loader)
@@ -174,7 +219,7 @@ def _check(args: Any) -> None:
         key = override.key_or_group
         if key.startswith("hydra") or override.is_delete():
             continue
-        options = loader.get_group_options(key, config_name="train", overrides=searchpath)
+        options = loader.get_group_options(key, config_name=_CONFIG_NAME, overrides=searchpath)
         if not options:
             continue
         groups[key] = options
@@ -184,27 +229,63 @@ def _check(args: Any) -> None:
 
                 raise group_option_error(key, value, options)
 
+    single = not (args.multirun or args.config_name or args.config_path or args.experimental_rerun
+                  or any(o.is_sweep_override() for o in parsed))
+    if single:
+        prepared = _prepare_single(hydra, list(args.overrides), groups)
+        if prepared is not None:
+            return prepared
     try:
         jobs = BasicSweeper.split_arguments(parsed, None)[0][:_MAX_CHECKED_JOBS]
     except HydraException:  # a sweep type only a sweeper plugin knows (interval, range...)
         jobs = [[o.input_line for o in parsed if not o.is_sweep_override() and o.input_line]]
     for job in jobs or [[]]:
         _check_job(hydra, [_lenient(o, groups) for o in job])
+    return None
+
+
+def _prepare_single(hydra: Any, overrides: list[str], groups: dict[str, list[str]]) -> PreparedRun | None:
+    """The single run ``overrides`` describe, composed as Hydra's run would compose it and
+    validated; ``None`` when its config asks for a multirun (``hydra.mode: MULTIRUN``)."""
+    from hydra.types import RunMode
+    from omegaconf import read_write
+
+    try:
+        cfg = hydra.compose_config(_CONFIG_NAME, overrides, run_mode=RunMode.RUN, with_log_configuration=True)
+    except Exception as err:
+        # Composed leniently, an unknown key reaches the schema check, which names it with
+        # "did you mean"; what the schema accepts fails with Hydra's own message.
+        _check_job(hydra, [_lenient(o, groups) for o in overrides])
+        raise BzConfigError(_first_lines(err)) from None
+    if cfg.hydra.mode == RunMode.MULTIRUN:
+        return None
+    _validate_job(cfg)
+    if cfg.hydra.mode is None:  # what Hydra's entry point adds for a run
+        with read_write(cfg.hydra):
+            cfg.hydra.mode = RunMode.RUN
+            cfg.hydra.overrides.hydra.append("hydra.mode=RUN")
+    return PreparedRun(hydra, cfg)
 
 
 def _check_job(hydra: Any, overrides: list[str]) -> None:
-    from hydra.core.hydra_config import HydraConfig
     from hydra.types import RunMode
+
+    try:
+        cfg = hydra.compose_config(_CONFIG_NAME, overrides, run_mode=RunMode.RUN, with_log_configuration=False)
+    except Exception as err:  # Hydra's composition errors: their message is what matters
+        raise BzConfigError(_first_lines(err)) from None
+    _validate_job(cfg)
+
+
+def _validate_job(cfg: DictConfig) -> None:
+    """Validate a job's config before Hydra has given it an output directory."""
+    from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
     from bz_lightning.cli._validate import validate_config
 
-    try:
-        cfg = hydra.compose_config("train", overrides, run_mode=RunMode.RUN, with_log_configuration=False)
-    except Exception as err:  # Hydra's composition errors: their message is what matters
-        raise BzConfigError(_first_lines(err)) from None
     with open_dict(cfg):
-        cfg.hydra.runtime.output_dir = "<output_dir>"
+        cfg.hydra.runtime.output_dir = "<output_dir>"  # run_job sets the real one
     HydraConfig.instance().set_config(cfg)
     validate_config(cfg)
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import dataclasses
 import enum
+import functools
 import typing
 from collections.abc import Mapping
 from typing import Any
@@ -34,11 +35,13 @@ def resolve_config(cfg: DictConfig) -> dict[str, Any]:
     Raises:
         BzConfigError: a required value is missing (``???``) or an interpolation fails.
     """
-    cfg = cfg.copy()
-    with _open(cfg):
-        cfg.pop("hydra", None)
     try:
-        return OmegaConf.to_container(cfg, resolve=True, throw_on_missing=True)  # type: ignore[return-value]
+        # Node by node rather than a copy without `hydra`: interpolations resolve against the
+        # whole config either way, and Hydra's own node is most of it.
+        return {
+            key: OmegaConf.to_container(node, resolve=True, throw_on_missing=True) if OmegaConf.is_config(node) else node
+            for key, node in ((str(key), cfg[key]) for key in cfg if key != "hydra")
+        }
     except MissingMandatoryValue as err:
         key = err.full_key
         raise BzConfigError(f"missing required value {key}: set it on the command line, e.g. {key}=...") from None
@@ -93,31 +96,50 @@ def _check_target(group: str, node: Any, required: bool) -> list[str]:
 
 
 def _check_node(path: str, node: Mapping[str, Any], schema: type, skip: set[str] = frozenset()) -> list[str]:  # type: ignore[assignment]
-    names = [f.name for f in dataclasses.fields(schema)]
+    names = _field_names(schema)
     allowed = [n for n in names if n not in _HYDRA_KEYS]
     problems = []
-    structured = OmegaConf.structured(schema)
+    known = {}
     for key, value in node.items():
         if key in skip:
             continue
-        full = f"{path}.{key}" if path else key
-        if key not in names:
-            if key in _HYDRA_KEYS:
-                continue
+        if key in names:
+            known[key] = value
+        elif key not in _HYDRA_KEYS:
+            full = f"{path}.{key}" if path else key
             problems.append(
                 f"{full}={_show(value)}: unknown key{did_you_mean(str(key), allowed)}; "
                 f"{path or 'the top level'} takes: {', '.join(allowed)}"
             )
-            continue
-        try:
-            OmegaConf.merge(structured, {key: value})
-        except ValidationError:
-            problems.append(f"{full}={_show(value)}: expected {_type_name(schema, key)}")
+    # One merge checks every type; only a node that fails is checked key by key, to name them.
+    if known and not _types_fit(schema, known):
+        for key, value in known.items():
+            if not _types_fit(schema, {key: value}):
+                full = f"{path}.{key}" if path else key
+                problems.append(f"{full}={_show(value)}: expected {_type_name(schema, key)}")
     for f in dataclasses.fields(schema):
         if f.default == "???" and f.name not in node and f.name not in skip:
             full = f"{path}.{f.name}" if path else f.name
             problems.append(f"missing required value {full}: set it on the command line, e.g. {full}=...")
     return problems
+
+
+@functools.cache
+def _field_names(schema: type) -> tuple[str, ...]:
+    return tuple(f.name for f in dataclasses.fields(schema))
+
+
+@functools.cache
+def _structured(schema: type) -> DictConfig:
+    return OmegaConf.structured(schema)
+
+
+def _types_fit(schema: type, values: Mapping[str, Any]) -> bool:
+    try:
+        OmegaConf.merge(_structured(schema), values)
+    except ValidationError:
+        return False
+    return True
 
 
 def _check_metrics(metrics: Any) -> list[str]:
@@ -195,17 +217,3 @@ def _plain(hint: Any) -> str:
 
 def _show(value: Any) -> str:
     return "null" if value is None else str(value) if not isinstance(value, str) else value
-
-
-class _open:
-    """Context manager: lift OmegaConf's struct/readonly flags from ``cfg`` while inside."""
-
-    def __init__(self, cfg: DictConfig) -> None:
-        self.cfg = cfg
-
-    def __enter__(self) -> None:
-        OmegaConf.set_struct(self.cfg, False)
-        OmegaConf.set_readonly(self.cfg, False)
-
-    def __exit__(self, *exc: Any) -> None:
-        return None

@@ -136,8 +136,7 @@ def optuna_trial_plugin(optimized_metric: str | None) -> Any:
 CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
 
 
-@hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")
-def _hydra_main(cfg: DictConfig) -> float | None:
+def _job(cfg: DictConfig) -> float | None:
     """The Hydra task: one job. Returns ``optimized_metric`` for sweepers such as Optuna."""
     try:
         with multirun_job():
@@ -146,6 +145,9 @@ def _hydra_main(cfg: DictConfig) -> float | None:
         exit_with(err)
     wanted = record["optimized_metric"]
     return record["metrics"].get(wanted) if wanted else None
+
+
+_hydra_main = hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")(_job)
 
 
 def main() -> None:
@@ -160,12 +162,16 @@ def main() -> None:
         print(help_text(CONF_DIR, os.getcwd()), end="")
         return
     sys.argv[1:] = prepare_argv(sys.argv[1:], cwd=os.getcwd())
+    prepared = None
     if not is_ddp_child(sys.argv[1:]):  # the process that started it checked the command line
         try:
-            preflight(sys.argv[1:])
+            prepared = preflight(sys.argv[1:])
         except BzConfigError as err:
             exit_with(err)
-    _hydra_main()
+    if prepared is not None:  # a single run, already composed: no need to compose it again
+        prepared.run(_job)
+    else:
+        _hydra_main()
 
 
 def _is_rank_zero() -> bool:
