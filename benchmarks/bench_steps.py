@@ -212,11 +212,14 @@ def default_plugins(train_batches: int, log_dir: str, stream: Any, interactive: 
 
     from bz_lightning.cli._build import build_plugins
 
-    options: dict[str, Any] = {}
+    # The plugin options interpolate the trainer's (log_every_n_steps) and the paths.
+    cfg = OmegaConf.create({"trainer": OmegaConf.load(CONF / "trainer" / "default.yaml"),
+                            "paths": {"output_dir": log_dir}})
     for name in ("console_out", "tensorboard"):
-        options.update(OmegaConf.to_container(OmegaConf.load(CONF / "plugins" / f"{name}.yaml"), resolve=False))
+        cfg = OmegaConf.merge(cfg, OmegaConf.load(CONF / "plugins" / f"{name}.yaml"))
+    options: dict[str, Any] = {name: OmegaConf.to_container(cfg[name], resolve=True)
+                               for name in ("console_out", "tensorboard")}
     options["console_out"].update(stream=stream, interactive=interactive)
-    options["tensorboard"]["log_dir"] = log_dir
     return build_plugins(options, train_batches, 0)
 
 

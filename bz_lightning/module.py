@@ -44,8 +44,11 @@ class SplitStats:
     """
 
     def __init__(self, prefix: str, metrics: Sequence[Metric]) -> None:
+        from bz_lightning.metrics._shared import MetricSet
+
         self.prefix = prefix
         self.metrics = list(metrics)
+        self._metric_set = MetricSet(self.metrics)
         self.reset()
 
     def reset(self) -> None:
@@ -53,8 +56,7 @@ class SplitStats:
         self.last_loss: Tensor | None = None
         self.count = 0
         self._metric_cache: dict[str, float] | None = None
-        for metric in self.metrics:
-            metric.reset()
+        self._metric_set.reset()
 
     def update(self, loss: Tensor, preds: Tensor, targets: Tensor) -> None:
         loss = loss.detach()
@@ -63,9 +65,7 @@ class SplitStats:
         self.count += 1
         self._metric_cache = None
         if self.metrics:
-            preds = preds.detach()
-            for metric in self.metrics:
-                metric.update(preds, targets)
+            self._metric_set.update(preds.detach(), targets)
 
     @property
     def loss_total(self) -> float:
@@ -79,7 +79,7 @@ class SplitStats:
     def metric_values(self) -> dict[str, float]:
         """Each metric's value over the batches seen so far, keyed by its ``name``."""
         if self._metric_cache is None:
-            self._metric_cache = {m.name: float(m.compute()) for m in self.metrics} if self.count else {}
+            self._metric_cache = self._metric_set.compute() if self.count else {}
         return self._metric_cache
 
     def logged_values(self) -> dict[str, float]:

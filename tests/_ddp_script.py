@@ -94,7 +94,7 @@ def main(out: Path, scenario: str, devices: int) -> None:
     lr = 0.0 if scenario == "metrics" else 0.5
     trainer.train(
         model, torch.optim.SGD(model.parameters(), lr=lr), nn.CrossEntropyLoss(), train, val,
-        device="cpu", epochs=EPOCHS, compile=False, metrics=[get_metric("accuracy")], **ddp,
+        device="cpu", epochs=EPOCHS, compile=False, metrics=[get_metric("accuracy"), get_metric("f1_score", average="macro")], **ddp,
     )
 
 

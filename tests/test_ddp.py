@@ -31,8 +31,10 @@ def test_two_process_metrics_equal_single_process(tmp_path: Path) -> None:
     (single,) = _run_script(tmp_path / "single", "metrics", 1)
     rank0, rank1 = _run_script(tmp_path / "ddp", "metrics", 2)
     assert rank0["world_size"] == rank1["world_size"] == 2
-    # torchmetrics reduces the accuracy over both processes' halves of the validation set.
+    # torchmetrics reduces the accuracy over both processes' halves of the validation set
+    # (computed from the counts F1 keeps, which the two metrics share).
     assert rank0["validation_metrics"]["Accuracy"] == single["validation_metrics"]["Accuracy"]
+    assert rank0["validation_metrics"]["F1Score"] == pytest.approx(single["validation_metrics"]["F1Score"], abs=1e-6)
     assert rank0["validation_metrics"] == rank1["validation_metrics"]
     assert rank0["validation_loss"] == pytest.approx(single["validation_loss"], rel=1e-6)
     # The bridge sums loss totals and batch counts: every process's plugins see the same.

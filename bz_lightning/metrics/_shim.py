@@ -9,6 +9,7 @@ imported there, not when this module is imported.
 from __future__ import annotations
 
 from abc import abstractmethod
+from collections.abc import Hashable
 from typing import TYPE_CHECKING, Any, Optional
 
 from bz_lightning.metrics.base import Metric
@@ -46,6 +47,25 @@ class TorchmetricsShim(Metric):
 
     def _check_accumulated(self) -> None:
         """Raise if a problem recorded on the device during ``update`` was found (host sync)."""
+
+    def _share_key(self) -> Hashable | None:
+        """What decides this metric's torchmetrics state, once built: two metrics with equal
+        keys (and equal states after the same first batch) may keep one state between them
+        (see ``bz_lightning.metrics._shared``). ``None``: never shared."""
+        return None
+
+    def _follow(self, leader: TorchmetricsShim) -> None:
+        """Take ``leader``'s accumulated state as this metric's, to compute from it.
+
+        What torchmetrics' ``MetricCollection`` does for the members of a compute group: the
+        states are references to the leader's tensors, and the update count is copied.
+        """
+        tm, source = self._tm, leader._tm
+        assert tm is not None and source is not None
+        for state in source._defaults:
+            setattr(tm, state, getattr(source, state))
+        tm._update_count = source._update_count
+        tm._computed = None  # a value cached from the state before
 
     def reset(self) -> None:
         if self._tm is not None:

@@ -17,6 +17,7 @@ for being exactly 0/1 at the first batch; later ones only for lying in [0, 1].)
 
 from __future__ import annotations
 
+from collections.abc import Hashable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal, Optional
 
@@ -219,6 +220,19 @@ class ClassificationShim(TorchmetricsShim):
                 f"{self.name_for_errors}: {self._allowed()}; a batch since the last reset held values "
                 f"from {low:g} to {high:g}"
             )
+
+    def _share_key(self) -> Hashable | None:
+        """Per-class or summed stat scores over the same classes from the same inputs."""
+        from torchmetrics.classification import MulticlassStatScores
+
+        tm = self._tm
+        if not isinstance(tm, MulticlassStatScores) or type(self)._prepare is not ClassificationShim._prepare:
+            return None
+        # The update of a stat-scores metric depends on these and on nothing else. The average
+        # only decides whether the counts are kept per class or summed over classes ("micro"
+        # with top_k 1); torchmetrics' micro reduction sums per-class counts itself.
+        return (MulticlassStatScores, self._task, self._binary_as_labels, tm.num_classes, tm.top_k,
+                tm.ignore_index, tm.multidim_average)
 
     def reset(self) -> None:
         super().reset()

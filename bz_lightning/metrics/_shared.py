@@ -1,0 +1,100 @@
+"""Metrics over the same batches that count the same thing count it once.
+
+Precision, recall and F1 averaged over classes, and accuracy, are all computed from the
+per-class true/false positive/negative counts of torchmetrics' ``MulticlassStatScores``:
+on a run that tracks accuracy and F1, each batch is counted once instead of twice. This is
+torchmetrics' ``MetricCollection`` compute groups applied to bz metrics, with the same rule:
+metrics that update the same way and hold equal states after the first batch form a group;
+only its leader updates afterwards, and each member takes the leader's state before it
+computes. A member that sums the counts over classes (micro accuracy) may follow a leader
+that keeps them per class: torchmetrics' micro reduction sums per-class counts itself.
+
+Any other metric, a user's own included, updates on its own as before.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import TYPE_CHECKING
+
+from bz_lightning.metrics._shim import TorchmetricsShim
+
+if TYPE_CHECKING:
+    from torch import Tensor
+
+    from bz_lightning.metrics.base import Metric
+
+__all__ = ["MetricSet"]
+
+
+class MetricSet:
+    """Updates and computes ``metrics`` together, each shared state updated once."""
+
+    def __init__(self, metrics: Sequence[Metric]) -> None:
+        self.metrics = list(metrics)
+        # Who updates after the first batch, and whom each follower takes its state from;
+        # None until the first batch has built the torchmetrics objects.
+        self._updating: list[Metric] | None = None
+        self._leader_of: dict[int, TorchmetricsShim] = {}
+
+    def reset(self) -> None:
+        for metric in self.metrics:
+            metric.reset()
+
+    def update(self, preds: Tensor, targets: Tensor) -> None:
+        if self._updating is not None:
+            for metric in self._updating:
+                metric.update(preds, targets)
+            return
+        for metric in self.metrics:
+            metric.update(preds, targets)
+        self._group()
+
+    def compute(self) -> dict[str, float]:
+        """Each metric's value, keyed by its ``name``."""
+        for index, leader in self._leader_of.items():
+            self.metrics[index]._follow(leader)  # type: ignore[attr-defined]
+        return {metric.name: float(metric.compute()) for metric in self.metrics}
+
+    def _group(self) -> None:
+        groups: dict[object, list[int]] = {}
+        for index, metric in enumerate(self.metrics):
+            key = metric._share_key() if isinstance(metric, TorchmetricsShim) else None
+            if key is not None:
+                groups.setdefault(key, []).append(index)
+        for members in groups.values():
+            shims = [self.metrics[i] for i in members]
+            # A leader that keeps per-class counts can serve every member.
+            leader = max(shims, key=lambda m: _states(m)["tp"].numel())  # type: ignore[arg-type]
+            for index, shim in zip(members, shims):
+                if shim is not leader and _same_counts(shim, leader):  # type: ignore[arg-type]
+                    self._leader_of[index] = leader  # type: ignore[assignment]
+        following = {id(self.metrics[i]) for i in self._leader_of}
+        self._updating = [m for m in self.metrics if id(m) not in following]
+
+
+def _states(metric: TorchmetricsShim) -> dict[str, Tensor]:
+    tm = metric._tm
+    assert tm is not None
+    return {name: getattr(tm, name) for name in tm._defaults}
+
+
+def _same_counts(member: TorchmetricsShim, leader: TorchmetricsShim) -> bool:
+    """Whether the two states agree after the same batches (per-class counts summed where
+    the member sums them), as torchmetrics checks before it groups metrics."""
+    import torch
+
+    mine, theirs = _states(member), _states(leader)
+    if mine.keys() != theirs.keys():
+        return False
+    for name, value in mine.items():
+        other = theirs[name]
+        if not isinstance(value, torch.Tensor) or not isinstance(other, torch.Tensor):
+            return False
+        if value.shape != other.shape:  # summed over classes (shape (1,)) against per class
+            if value.shape != (1,) or other.ndim != 1:
+                return False
+            other = other.sum(0, keepdim=True)
+        if value.dtype != other.dtype or not torch.equal(value, other):
+            return False
+    return True
