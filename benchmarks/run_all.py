@@ -5,7 +5,9 @@ Run: ``python benchmarks/run_all.py [--quick]``
 * ``bench_steps.py``: per-step slowdown against a hand-written loop, and Python calls per step;
 * ``bench_metrics.py``: per-update cost of the metric shims against torchmetrics;
 * ``bench_cli.py``: latency of ``bz --help`` and friends, and whether they import torch;
-* ``bench_first_step.py``: time to the first training step, ``bz-train`` against Lightning.
+* ``bench_first_step.py``: time to the first training step, ``bz-train`` against Lightning;
+* ``bench_gpu.py``: CNN with ``bf16-mixed`` and ``compile=True`` on a GPU against an autocast
+  hand-written loop (prints that it was skipped where there is no CUDA device).
 
 Each script also runs on its own; ``benchmarks/README.md`` records their latest figures.
 ``--quick`` runs fewer rounds (a smoke test, not figures to record).
@@ -28,6 +30,7 @@ SUITE = {
     "bench_metrics.py": ([], ["--rounds", "3", "--updates", "100"]),
     "bench_cli.py": ([], ["--rounds", "2"]),
     "bench_first_step.py": ([], ["--rounds", "1"]),
+    "bench_gpu.py": ([], ["--rounds", "1", "--steps", "120"]),
 }
 
 
