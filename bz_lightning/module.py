@@ -11,6 +11,7 @@ Importable on its own and usable under any ``lightning.Trainer``::
 from __future__ import annotations
 
 import copy
+import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any, Union
@@ -39,8 +40,10 @@ SchedulerLike = Union[
 class SplitStats:
     """Running statistics of one split (train, val or test) within one epoch.
 
-    The loss is summed on the device, so a step costs no host synchronisation; floats are
-    produced only when somebody reads ``loss_total`` or ``metric_values()``.
+    Validation and test losses are summed on the device, so their steps cost no host
+    synchronisation; a training step reads its loss anyway (it must be finite before the
+    backward pass), so training sums that float. Metric values are produced only when
+    somebody reads ``metric_values()``.
     """
 
     def __init__(self, prefix: str, metrics: Sequence[Metric]) -> None:
@@ -52,14 +55,15 @@ class SplitStats:
         self.reset()
 
     def reset(self) -> None:
-        self.loss_sum: Tensor | None = None
-        self.last_loss: Tensor | None = None
+        self.loss_sum: Tensor | float | None = None
+        self.last_loss: Tensor | float | None = None
         self.count = 0
         self._metric_cache: dict[str, float] | None = None
         self._metric_set.reset()
 
-    def update(self, loss: Tensor, preds: Tensor, targets: Tensor) -> None:
-        loss = loss.detach()
+    def update(self, loss: Tensor | float, preds: Tensor, targets: Tensor) -> None:
+        """Count one batch. ``loss``: a detached tensor, summed on the device, or a float
+        when the caller has read it already (training does, to check it is finite)."""
         self.last_loss = loss
         self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
         self.count += 1
@@ -142,7 +146,7 @@ class BzModule(pl.LightningModule):
         self.on_nonfinite_loss = on_nonfinite_loss
         self.skip_budget = SkipBudget(max_skipped_batches)
         # The last finite training loss of earlier epochs (this epoch's is stats["train"].last_loss).
-        self._last_finite_loss: Tensor | None = None
+        self._last_finite_loss: Tensor | float | None = None
         # (world size, train_loss_step interval or 0): read from the trainer in on_train_start
         # rather than at every step; None (live reads) until then.
         self._step_settings: tuple[int, int] | None = None
@@ -201,7 +205,7 @@ class BzModule(pl.LightningModule):
 
     def _step(self, split: str, batch: Any) -> Tensor:
         loss, preds, targets = self._loss(batch)
-        self.stats[split].update(loss, preds, targets)
+        self.stats[split].update(loss.detach(), preds, targets)
         return loss
 
     def training_step(self, batch: Any, batch_idx: int) -> Tensor | None:
@@ -219,8 +223,10 @@ class BzModule(pl.LightningModule):
         if error is not None and self.on_batch_error == "raise":
             raise error
         # The one host synchronisation of a step: the verdict must be known before backward.
-        if loss is not None and not bool(torch.isfinite(loss)):
-            error = NonFiniteLossError(self.current_epoch, batch_idx, float(loss.detach()), self._last_finite_value())
+        # The value read for it is what the epoch's loss sums, so that costs nothing more.
+        value = loss.item() if loss is not None else math.nan
+        if loss is not None and not math.isfinite(value):
+            error = NonFiniteLossError(self.current_epoch, batch_idx, value, self._last_finite_value())
             if self.on_nonfinite_loss == "raise":
                 raise error
         world_size, log_every = self._step_settings or self._read_step_settings()
@@ -236,7 +242,7 @@ class BzModule(pl.LightningModule):
             self._skip_update = True
             return sum((p.sum() for p in self.model.parameters() if p.requires_grad), torch.zeros((), device=self.device)) * 0.0
         assert loss is not None
-        self.stats["train"].update(loss, preds, targets)
+        self.stats["train"].update(value, preds, targets)
         if log_every and (self._trainer.global_step + 1) % log_every == 0:  # type: ignore[union-attr]
             # One self.log per log interval instead of per step: it costs ~1,900 Python calls.
             self.log("train_loss_step", loss.detach(), on_step=True, on_epoch=False)

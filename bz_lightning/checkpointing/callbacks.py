@@ -186,7 +186,7 @@ class ResumeCheckpoint(pl.Callback):
                 "produced": self.replay.produced if self.replay is not None else 0,
                 "consumed": trainer.fit_loop.epoch_loop.batch_progress.current.processed,  # type: ignore[attr-defined]
                 # The interrupted epoch's running loss, so its train_loss covers every batch.
-                "loss_sum": None if stats is None or stats.loss_sum is None else stats.loss_sum.detach().cpu(),
+                "loss_sum": None if stats is None or stats.loss_sum is None else stats.loss_total,
                 "count": 0 if stats is None else stats.count,
             }
         return state
@@ -212,5 +212,5 @@ class ResumeCheckpoint(pl.Callback):
         stats = getattr(module, "stats", {}).get("train") if module is not None else None
         if module is not None and stats is not None and pending.get("count"):
             loss_sum = pending["loss_sum"]
-            stats.loss_sum = None if loss_sum is None else loss_sum.to(module.device)
+            stats.loss_sum = None if loss_sum is None else float(loss_sum)  # a tensor in older checkpoints
             stats.count = int(pending["count"])
