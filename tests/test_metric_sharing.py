@@ -114,3 +114,39 @@ def test_metrics_that_count_differently_are_not_grouped() -> None:
     assert metrics._updating == members
     expected = expected_multiclass(data)
     assert metrics.compute()["top3"] == pytest.approx(expected["top3"])
+
+
+# ----------------------------------------------------------------- batches counted together
+def test_batches_reach_torchmetrics_together_with_the_same_result() -> None:
+    """Later batches are handed to torchmetrics several at a time: over more batches than
+    one such update holds, every value equals torchmetrics updated batch by batch."""
+    import torchmetrics.classification as tmc
+    import torchmetrics.regression as tmr
+
+    from bz_lightning.metrics import MeanAbsoluteError, MeanSquaredError
+    from bz_lightning.metrics._shim import TorchmetricsShim
+
+    n = TorchmetricsShim.BATCHES_PER_UPDATE * 2 + 5
+    gen = torch.Generator().manual_seed(3)
+    multiclass = [(torch.randn(16, 5, generator=gen), torch.randint(0, 5, (16,), generator=gen)) for _ in range(n)]
+    cases = [
+        (F1Score("macro"), tmc.MulticlassF1Score(5, average="macro"), multiclass),
+        (TopKAccuracy(2), tmc.MulticlassAccuracy(5, top_k=2, average="micro"), multiclass),
+    ]
+    # Binary batches alternate between probabilities and logits: torchmetrics decides which
+    # per update, so batches counted together must keep the per-batch decision.
+    binary = [((torch.rand(16, generator=gen) if i % 2 else torch.randn(16, generator=gen) * 2),
+               torch.randint(0, 2, (16,), generator=gen)) for i in range(n)]
+    cases += [(Accuracy(), tmc.BinaryAccuracy(), binary),
+              (F1Score("binary"), tmc.BinaryF1Score(), binary)]
+    regression = [(torch.randn(16, 1, generator=gen), torch.randn(16, generator=gen)) for _ in range(n)]
+    cases += [(MeanSquaredError(), tmr.MeanSquaredError(), [(p[:, 0], t) for p, t in regression]),
+              (MeanAbsoluteError(), tmr.MeanAbsoluteError(), [(p[:, 0], t) for p, t in regression])]
+    for ours, reference, data in cases:
+        for preds, targets in data:
+            reference.update(preds, targets)
+        feed = regression if isinstance(ours, (MeanSquaredError, MeanAbsoluteError)) else data
+        for preds, targets in feed:  # regression: (N, 1) preds against (N,) targets
+            ours.update(preds, targets)
+        assert ours.compute() == pytest.approx(float(reference.compute()), abs=1e-6), ours
+        assert ours._tm._update_count < n // 4, "batches were not counted together"

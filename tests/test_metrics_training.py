@@ -118,9 +118,12 @@ def test_builtin_metrics_through_plain_lightning_trainer(model, train_loader, va
     for name, value in expected_val.items():
         assert float(trainer.callback_metrics[f"val_{name}"]) == pytest.approx(value)
         assert 0.0 <= float(trainer.callback_metrics[f"train_{name}"]) <= 1.0
-    # Metrics reset every epoch: the last value covers the last epoch's batches only.
+    # Metrics reset every epoch: the last value covers the last epoch's samples only (every
+    # one of these counts each sample once as a true positive or a false negative).
     for split, loader in (("train", train_loader), ("val", val_loader)):
-        assert all(m._tm._update_count == len(loader) for m in module.stats[split].metrics)
+        module.stats[split].metric_values()
+        seen = [int((m._tm.tp + m._tm.fn).sum()) for m in module.stats[split].metrics]
+        assert seen == [len(loader.dataset)] * len(seen)
 
 
 def test_each_split_gets_its_own_copy_of_a_metric(model, train_loader, val_loader) -> None:

@@ -29,9 +29,15 @@ class TorchmetricsShim(Metric):
     path: cheap shape checks, no host synchronisation, returning what to hand to torchmetrics.
     """
 
+    #: Batches whose prepared inputs wait to reach torchmetrics in one ``update``: a
+    #: torchmetrics update costs tens of microseconds of Python whatever the batch holds,
+    #: so 32 small batches cost about what one does. ``compute()`` takes the waiting ones.
+    BATCHES_PER_UPDATE = 32
+
     def __init__(self, name: Optional[str] = None) -> None:
         super().__init__(name)
         self._tm: Optional[torchmetrics.Metric] = None
+        self._pending: list[tuple[Tensor, Tensor]] = []
 
     @abstractmethod
     def _build(self, preds: Tensor, targets: Tensor) -> torchmetrics.Metric:
@@ -39,11 +45,13 @@ class TorchmetricsShim(Metric):
 
     @abstractmethod
     def _prepare(self, preds: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
-        """Check a batch cheaply and return the ``(preds, targets)`` torchmetrics expects."""
+        """Check a batch cheaply and return the ``(preds, targets)`` torchmetrics expects,
+        in a form that batches can be concatenated in (along the first dimension) and
+        torchmetrics' per-call decisions (logits or probabilities?) already taken."""
 
     def _diagnose(self, preds: Tensor, targets: Tensor) -> None:
-        """Called when torchmetrics' ``update`` raised: raise a clearer ``ValueError`` if the
-        batch explains it (may sync; only ever on this error path)."""
+        """Called with prepared inputs when torchmetrics' ``update`` raised: raise a clearer
+        ``ValueError`` if they explain it (may sync; only ever on this error path)."""
 
     def _check_accumulated(self) -> None:
         """Raise if a problem recorded on the device during ``update`` was found (host sync)."""
@@ -60,6 +68,7 @@ class TorchmetricsShim(Metric):
         What torchmetrics' ``MetricCollection`` does for the members of a compute group: the
         states are references to the leader's tensors, and the update count is copied.
         """
+        leader._flush()
         tm, source = self._tm, leader._tm
         assert tm is not None and source is not None
         for state in source._defaults:
@@ -68,15 +77,37 @@ class TorchmetricsShim(Metric):
         tm._computed = None  # a value cached from the state before
 
     def reset(self) -> None:
+        self._pending = []
         if self._tm is not None:
             self._tm.reset()
 
     def update(self, preds: Tensor, targets: Tensor) -> None:
-        if self._tm is None:
+        if self._tm is None:  # the first batch: checked in full, and counted at once
             self._tm = self._build(preds, targets).to(preds.device)
-        prepared = self._prepare(preds, targets)
+            self._update(*self._prepare(preds, targets))
+            return
+        pending = self._pending
+        pending.append(self._prepare(preds, targets))
+        if len(pending) >= self.BATCHES_PER_UPDATE:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Hand the waiting batches to torchmetrics, concatenated, in one update."""
+        pending = self._pending
+        if not pending:
+            return
+        self._pending = []
+        if len(pending) == 1:
+            self._update(*pending[0])
+            return
+        import torch
+
+        self._update(torch.cat([p for p, _ in pending]), torch.cat([t for _, t in pending]))
+
+    def _update(self, preds: Tensor, targets: Tensor) -> None:
+        assert self._tm is not None
         try:
-            self._tm.update(*prepared)
+            self._tm.update(preds, targets)
         except (RuntimeError, IndexError, ValueError):
             self._diagnose(preds, targets)
             raise
@@ -84,6 +115,7 @@ class TorchmetricsShim(Metric):
     def compute(self) -> float:
         """The value over all batches since ``reset()`` (reduced across processes under DDP);
         ``0.0`` before the first ``update``."""
+        self._flush()
         if self._tm is None or not self._tm.update_called:
             return 0.0
         self._check_accumulated()

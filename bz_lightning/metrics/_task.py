@@ -108,9 +108,9 @@ class ClassificationShim(TorchmetricsShim):
     """
 
     higher_is_better = True
-    # Binary preds are turned into 0/1 labels (as torchmetrics thresholds them) and scored by
-    # a 2-class multiclass metric when an average over both classes is asked for.
-    _binary_as_labels: bool = False
+    # Multiclass scores reach torchmetrics as their argmax (all a top-1 metric looks at);
+    # top-k needs the scores themselves.
+    _labels_from_scores = True
     # Every ~this many batches the per-batch (min, max) pairs are folded into one pair.
     _FOLD_EVERY = 256
 
@@ -134,7 +134,6 @@ class ClassificationShim(TorchmetricsShim):
     def _build(self, preds: Tensor, targets: Tensor) -> torchmetrics.Metric:
         task = infer_task(self.name_for_errors, preds, targets, self.task, self.num_classes)
         tm = self._make(task)
-        self._binary_as_labels = task.kind == "binary" and type(tm).__name__.startswith("Multiclass")
         self._task = task
         preds, targets = self._check_shapes(preds, targets)
         if task.kind == "multiclass" and targets.is_floating_point():
@@ -156,7 +155,7 @@ class ClassificationShim(TorchmetricsShim):
             raise ValueError(f"{self.name_for_errors}: {self._allowed()}; got values {found[:20]}")
 
     def _diagnose(self, preds: Tensor, targets: Tensor) -> None:
-        self._check_values(*self._check_shapes(preds, targets))
+        self._check_values(preds, targets)
 
     def _allowed(self) -> str:
         task = self._task
@@ -190,14 +189,18 @@ class ClassificationShim(TorchmetricsShim):
         ranges = self._ranges
         ranges.append(targets.aminmax())
         task = self._task
-        if not task.scores:  # type: ignore[union-attr]
-            if task.kind == "binary":  # type: ignore[union-attr]
-                if targets.is_floating_point():
-                    targets = targets.long()
-                if self._binary_as_labels and preds.is_floating_point():
-                    preds = binary_labels(preds)
-            else:
-                ranges.append(preds.aminmax())
+        if task.scores:  # type: ignore[union-attr]
+            if self._labels_from_scores:
+                preds = preds.argmax(1)
+        elif task.kind == "binary":  # type: ignore[union-attr]
+            if targets.is_floating_point():
+                targets = targets.long()
+            if preds.is_floating_point():
+                # torchmetrics decides logits or probabilities per update; batches reach it
+                # several at a time, so the decision is taken here, per batch, as it would.
+                preds = binary_labels(preds)
+        else:
+            ranges.append(preds.aminmax())
         if len(ranges) >= self._FOLD_EVERY:
             self._fold_ranges()
         return preds, targets
@@ -231,7 +234,7 @@ class ClassificationShim(TorchmetricsShim):
         # The update of a stat-scores metric depends on these and on nothing else. The average
         # only decides whether the counts are kept per class or summed over classes ("micro"
         # with top_k 1); torchmetrics' micro reduction sums per-class counts itself.
-        return (MulticlassStatScores, self._task, self._binary_as_labels, tm.num_classes, tm.top_k,
+        return (MulticlassStatScores, self._task, self._labels_from_scores, tm.num_classes, tm.top_k,
                 tm.ignore_index, tm.multidim_average)
 
     def reset(self) -> None:

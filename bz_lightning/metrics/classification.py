@@ -198,6 +198,8 @@ class TopKAccuracy(ClassificationShim):
         0.5
     """
 
+    _labels_from_scores = False  # the top k need the scores
+
     def __init__(self, k: int = 5, name: Optional[str] = None, *, num_classes: Optional[int] = None) -> None:
         if isinstance(k, bool) or not isinstance(k, int) or k < 1:
             raise BzConfigError(f"TopKAccuracy: k={k!r} is invalid; use an int >= 1")

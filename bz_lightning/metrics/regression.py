@@ -44,7 +44,8 @@ class _ElementwiseError(TorchmetricsShim):
                     f"{tuple(targets.shape)} differ; they must have the same shape "
                     "(or be (N, 1) and (N,))"
                 )
-        return preds, targets
+        # Flat: the mean is over every element either way, and batches concatenate.
+        return preds.reshape(-1), targets.reshape(-1)
 
 
 class MeanSquaredError(_ElementwiseError):
