@@ -79,6 +79,7 @@ class BzOptunaSweeper(Sweeper):
         self.params = {str(k): str(v) for k, v in (_plain(params) or {}).items()}
 
     def setup(self, *, hydra_context: HydraContext, task_function: TaskFunction, config: DictConfig) -> None:
+        # Not read here: Hydra's Sweeper interface declares both, and its validate_batch_is_legal reads them.
         self.config = config
         self.hydra_context = hydra_context
         self.launcher = Plugins.instance().instantiate_launcher(
@@ -134,20 +135,23 @@ class BzOptunaSweeper(Sweeper):
 
         states = [t.state.name for t in study.trials]
         log.info("bz_optuna: %s", ", ".join(f"{states.count(s)} {s.lower()}" for s in sorted(set(states))))
-        try:
+        has_best = _has_best(study)
+        if has_best:
             log.info("bz_optuna: best value %s with %s", study.best_value, study.best_params)
-        except ValueError:
+        else:
             log.warning("bz_optuna: no trial completed")
-        best = {"name": "bz_optuna", "best_params": study.best_params if _has_best(study) else None,
-                "best_value": study.best_value if _has_best(study) else None,
+        best = {"name": "bz_optuna", "best_params": study.best_params if has_best else None,
+                "best_value": study.best_value if has_best else None,
                 "trials": {t.number: t.state.name.lower() for t in study.trials}}
         OmegaConf.save(OmegaConf.create(best), self.sweep_dir / "optimization_results.yaml")
 
     @staticmethod
     def _job_overrides(trial: Any, fixed: Sequence[str], study_file: Path) -> list[str]:
+        from bz_lightning.plugins.optuna_pruning import STUDY_ENV, TRIAL_ENV
+
         params = [f"{key}={_override_value(value)}" for key, value in trial.params.items()]
-        env = [f"++hydra.job.env_set.BZ_OPTUNA_STUDY={json.dumps(str(study_file))}",
-               f"++hydra.job.env_set.BZ_OPTUNA_TRIAL={trial.number}"]
+        env = [f"++hydra.job.env_set.{STUDY_ENV}={json.dumps(str(study_file))}",
+               f"++hydra.job.env_set.{TRIAL_ENV}={trial.number}"]
         return [*fixed, *params, *env]
 
     @staticmethod
