@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import lightning.pytorch as pl
 from lightning.pytorch.trainer.states import TrainerFn
 
-from bz_lightning.context import PluginContext
+from bz_lightning.context import PluginContext, split_stats
 from bz_lightning.errors import BzConfigError, BzPluginError
 from bz_lightning.plugins.base import Plugin, implemented_stages
 from bz_lightning.stages import Stage
@@ -240,22 +240,22 @@ class LifecycleCallback(pl.Callback):
         elif stage is Stage.LOAD_CHECKPOINT:
             ctx.epoch = trainer.current_epoch
         elif stage is Stage.END_TRAINING_LOOP:
-            self._copy_stats(trainer, _stats(module, "train"), validation=False, loop_end=True)
+            self._copy_stats(trainer, split_stats(module, "train"), validation=False, loop_end=True)
             self._copy_run_state(module)
         elif stage is Stage.START_VALIDATION_LOOP:
             ctx.validation_loss_total = 0.0
             ctx.validation_batch_count = 0
             ctx.validation_metrics = {}
         elif stage is Stage.END_VALIDATION_LOOP:
-            self._copy_stats(trainer, _stats(module, "val"), validation=True, loop_end=True)
+            self._copy_stats(trainer, split_stats(module, "val"), validation=True, loop_end=True)
         elif stage is Stage.END_TRAINING_SESSION:
             self._copy_run_state(module)
         elif self._listeners[stage]:
             # Batch stages: the running totals become floats only when somebody listens.
             if stage is Stage.END_TRAINING_BATCH:
-                self._copy_stats(trainer, _stats(module, "train"), validation=False, loop_end=False)
+                self._copy_stats(trainer, split_stats(module, "train"), validation=False, loop_end=False)
             elif stage is Stage.END_VALIDATION_BATCH:
-                self._copy_stats(trainer, _stats(module, "val"), validation=True, loop_end=False)
+                self._copy_stats(trainer, split_stats(module, "val"), validation=True, loop_end=False)
         self.dispatch(stage)
 
     def _copy_run_state(self, module: pl.LightningModule) -> None:
@@ -414,8 +414,3 @@ class LifecycleCallback(pl.Callback):
             key = f"{i}:{plugin.name}"
             if key in saved:
                 plugin.load_state_dict(saved[key])
-
-
-def _stats(module: pl.LightningModule, split: str) -> SplitStats | None:
-    stats = getattr(module, "stats", None)
-    return stats.get(split) if isinstance(stats, dict) else None

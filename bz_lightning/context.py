@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any, Dict
+from typing import TYPE_CHECKING, Any, Dict
 
-__all__ = ["PluginContext", "epoch_values"]
+if TYPE_CHECKING:
+    from bz_lightning.module import SplitStats
+
+__all__ = ["PluginContext", "epoch_values", "split_stats"]
 
 
 @dataclass
@@ -60,3 +63,10 @@ def epoch_values(context: PluginContext, train: str = "training_", val: str = "v
         values[f"{val}loss"] = context.validation_loss_total / context.validation_batch_count
         values.update({f"{val}{k}": float(v) for k, v in context.validation_metrics.items()})
     return values
+
+
+def split_stats(module: Any, split: str) -> SplitStats | None:
+    """``module``'s running statistics of ``split`` (``"train"``, ``"val"``, ``"test"``) when it
+    is a ``BzModule``; ``None`` for any other module (or none)."""
+    stats = getattr(module, "stats", None)
+    return stats.get(split) if isinstance(stats, dict) else None

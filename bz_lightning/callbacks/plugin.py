@@ -9,7 +9,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bz_lightning.callbacks.base import HOOK_STAGES, TrainingCallback, check_callback
-from bz_lightning.context import PluginContext, epoch_values
+from bz_lightning.context import PluginContext, epoch_values, split_stats
 from bz_lightning.plugins.base import Plugin
 
 if TYPE_CHECKING:
@@ -17,7 +17,6 @@ if TYPE_CHECKING:
     from torch import nn
 
     from bz_lightning.bridge import LifecycleCallback
-    from bz_lightning.module import SplitStats
 
 __all__ = ["CallbackPlugin", "TrainerView"]
 
@@ -106,13 +105,8 @@ class TrainerView:
         return f"TrainerView(current_epoch={self.current_epoch}, global_step={self.global_step})"
 
 
-def _split_stats(ctx: PluginContext, split: str) -> SplitStats | None:
-    stats = getattr(ctx.extra.get("lightning_module"), "stats", None)
-    return stats.get(split) if isinstance(stats, dict) else None
-
-
 def _batch_logs(ctx: PluginContext) -> dict[str, Any]:
-    stats = _split_stats(ctx, "train")
+    stats = split_stats(ctx.extra.get("lightning_module"), "train")
     if stats is None or stats.last_loss is None:
         return {}  # not a BzModule: Lightning gives the bridge no loss to report
     return {"loss": float(stats.last_loss), **stats.metric_values()}

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any
 import lightning.pytorch as pl
 
 from bz_lightning.checkpointing.rng import ReplayState, capture_rng, restore_rng
+from bz_lightning.context import split_stats
 
 if TYPE_CHECKING:
     from bz_lightning.bridge import LifecycleCallback
@@ -180,7 +181,7 @@ class ResumeCheckpoint(pl.Callback):
         }
         if self._mid_epoch_save and trainer is not None:
             module = trainer.lightning_module
-            stats = getattr(module, "stats", {}).get("train")
+            stats = split_stats(module, "train")
             state["mid_epoch"] = {
                 "epoch_rng": self.replay.epoch_rng if self.replay is not None else None,
                 "produced": self.replay.produced if self.replay is not None else 0,
@@ -209,7 +210,7 @@ class ResumeCheckpoint(pl.Callback):
         # The loader replays the interrupted epoch up to where training stopped.
         self.replay.pending = pending
         module = self._trainer.lightning_module if self._trainer is not None else None
-        stats = getattr(module, "stats", {}).get("train") if module is not None else None
+        stats = split_stats(module, "train")
         if module is not None and stats is not None and pending.get("count"):
             loss_sum = pending["loss_sum"]
             stats.loss_sum = None if loss_sum is None else float(loss_sum)  # a tensor in older checkpoints

@@ -7,7 +7,7 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
-from bz_lightning.context import PluginContext, epoch_values
+from bz_lightning.context import PluginContext, epoch_values, split_stats
 from bz_lightning.errors import BzConfigError
 from bz_lightning.plugins.base import Plugin
 
@@ -225,9 +225,8 @@ def _running_metrics(context: PluginContext, split: str) -> dict[str, float]:
     processes (where this plugin does not run) would never join."""
     if getattr(context.extra.get("trainer"), "world_size", 1) > 1:
         return {}
-    stats = getattr(context.extra.get("lightning_module"), "stats", None)
-    split_stats = stats.get(split) if isinstance(stats, dict) else None
-    return dict(split_stats.metric_values()) if split_stats is not None and split_stats.count else {}
+    stats = split_stats(context.extra.get("lightning_module"), split)
+    return dict(stats.metric_values()) if stats is not None and stats.count else {}
 
 
 def _logged_values(context: PluginContext) -> dict[str, float]:
