@@ -230,7 +230,9 @@ class BzModule(pl.LightningModule):
             if self.on_nonfinite_loss == "raise":
                 raise error
         world_size, log_every = self._step_settings or self._read_step_settings()
-        skip = self._any_process(error is not None) if world_size > 1 else error is not None
+        skip = error is not None
+        if world_size > 1:  # every process skips together (one all-reduce)
+            skip = self.trainer.strategy.reduce_boolean_decision(skip, all=False)
         if skip:
             self.skip_budget.record(self.current_epoch, batch_idx, error or RuntimeError("skipped on another process"))
             if world_size == 1:
@@ -279,11 +281,6 @@ class BzModule(pl.LightningModule):
         if last is None:
             last = self._last_finite_loss
         return None if last is None else float(last)
-
-    def _any_process(self, flag: bool) -> bool:
-        """Whether ``flag`` is set on any DDP process (one all-reduce)."""
-        total = self.trainer.strategy.reduce(torch.tensor(float(flag), device=self.device), reduce_op="sum")
-        return bool(total > 0)
 
     @property
     def skipped_batches(self) -> int:
