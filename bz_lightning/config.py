@@ -1,10 +1,10 @@
-"""Dataclass schemas of bz-train's config groups, and ``load_config``.
+"""Dataclass schemas of bz-train's config groups.
 
-Every option of every group in ``bz_lightning/conf`` has a schema here. The schemas are
-registered in Hydra's ConfigStore (under ``schema/<group>/<option>``, so a user config
-can extend one with ``defaults: [/schema/model/mlp@_here_]``), and
-``bz_lightning.cli._validate`` checks each composed config against them before anything
-is built: Hydra itself accepts ``+optimizer.lrr=0.1`` silently, even with a schema.
+Every option of every group in ``bz_lightning/conf`` has a schema here.
+``bz_lightning.cli._validate`` checks each composed config against them (key names, value
+types, ``???`` required values) before anything is built: Hydra itself accepts
+``+optimizer.lrr=0.1`` silently, even with a schema. Only those are read: the values
+come from the YAML in ``conf``, and the defaults here follow it where it sets plain values.
 
 Nodes with a ``_target_`` are checked against the schema registered for that target;
 a user's own target (no schema here) is checked when it is instantiated.
@@ -14,9 +14,7 @@ Importing this module does not import torch.
 
 from __future__ import annotations
 
-import json
-import os
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field
 from enum import Enum
 from typing import Any, Dict, List, Optional
 
@@ -44,8 +42,6 @@ __all__ = [
     "GROUP_SCHEMAS",
     "PLUGIN_SCHEMAS",
     "TrainingSpecification",
-    "register_configs",
-    "load_config",
 ]
 
 
@@ -107,7 +103,7 @@ class SGDConfig:
     _target_: str = "torch.optim.SGD"
     _partial_: bool = True
     lr: float = 1e-2
-    momentum: float = 0.0
+    momentum: float = 0.9
     dampening: float = 0.0
     weight_decay: float = 0.0
     nesterov: bool = False
@@ -127,7 +123,7 @@ class StepConfig:
     _target_: str = "torch.optim.lr_scheduler.StepLR"
     _partial_: bool = True
     step_size: int = MISSING
-    gamma: float = 0.1
+    gamma: float = 0.5
 
 
 # ------------------------------------------------------------------------------ data
@@ -178,7 +174,7 @@ class TensorBoardOptions:
 @dataclass
 class EarlyStoppingOptions:
     enabled: bool = True
-    patience: int = 10
+    patience: int = 3
     min_delta: float = 0.001
     monitor: str = "validation_loss"
     mode: str = "min"
@@ -242,7 +238,7 @@ class TrainConfig:
 
     task_name: str = "train"
     seed: Optional[int] = 42
-    epochs: int = 5
+    epochs: int = 10
     device: str = "auto"
     compile: bool = False
     checkpoint_interval: int = 0
@@ -276,36 +272,6 @@ PLUGIN_SCHEMAS: dict[str, type] = {
     "early_stopping": EarlyStoppingOptions,
     "optuna_pruning": OptunaPruningOptions,
 }
-# (group, option) -> schema, as registered in the ConfigStore.
-_STORE = {
-    ("model", "mlp"): MLPConfig,
-    ("model", "cnn"): CNNConfig,
-    ("optimizer", "adam"): AdamConfig,
-    ("optimizer", "adamw"): AdamWConfig,
-    ("optimizer", "sgd"): SGDConfig,
-    ("scheduler", "cosine"): CosineConfig,
-    ("scheduler", "step"): StepConfig,
-    ("data", "digits"): DigitsConfig,
-    ("data", "mnist"): MNISTConfig,
-    ("trainer", "default"): TrainerConfig,
-    ("paths", "default"): PathsConfig,
-    **{("plugins", name): schema for name, schema in PLUGIN_SCHEMAS.items()},
-}
-
-
-def register_configs() -> None:
-    """Register the schemas in Hydra's ConfigStore as ``schema/<group>/<option>`` and the
-    root as ``schema/train``. Idempotent."""
-    from hydra.core.config_store import ConfigStore
-
-    store = ConfigStore.instance()
-    store.store(group="schema", name="train", node=TrainConfig)
-    for (group, option), schema in _STORE.items():
-        store.store(group=f"schema/{group}", name=option, node=schema)
-
-
-def schema_fields(schema: type) -> list[str]:
-    return [f.name for f in fields(schema)]
 
 
 @dataclass
@@ -323,26 +289,3 @@ class TrainingSpecification:
     validation_loader: Any
     hyperparameters: Dict[str, Any]
 
-
-def load_config(path: str | os.PathLike[str] | None = None) -> Dict[str, Any]:
-    """Load a saved run config (``config.yaml`` of an output dir, or a ``.json`` file) as a
-    plain dict; without ``path``, compose bz-train's default config.
-
-    Kept for bz's ``load_config`` (backward compatibility); new code composes with Hydra.
-    """
-    from omegaconf import OmegaConf
-
-    if path is None:
-        from hydra import compose, initialize_config_dir
-
-        conf_dir = os.path.join(os.path.dirname(os.path.abspath(__file__)), "conf")
-        with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
-            cfg = compose("train", overrides=["paths.output_dir=."])
-        return OmegaConf.to_container(cfg, resolve=True)  # type: ignore[return-value]
-    path = os.fspath(path)
-    if not os.path.exists(path):
-        raise FileNotFoundError(f"config file not found: {path}")
-    if path.endswith(".json"):
-        with open(path) as f:
-            return json.load(f)
-    return OmegaConf.to_container(OmegaConf.load(path), resolve=True)  # type: ignore[return-value]
