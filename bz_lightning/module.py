@@ -50,9 +50,12 @@ class SplitStats:
         from bz_lightning.metrics._shared import MetricSet
 
         self.prefix = prefix
-        self.metrics = list(metrics)
-        self._metric_set = MetricSet(self.metrics)
+        self._metric_set = MetricSet(metrics)
         self.reset()
+
+    @property
+    def metrics(self) -> list[Metric]:
+        return self._metric_set.metrics
 
     def reset(self) -> None:
         self.loss_sum: Tensor | float | None = None
