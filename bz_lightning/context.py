@@ -8,7 +8,7 @@ from typing import TYPE_CHECKING, Any, Dict
 if TYPE_CHECKING:
     from bz_lightning.module import SplitStats
 
-__all__ = ["PluginContext", "epoch_values", "split_stats"]
+__all__ = ["PluginContext", "epoch_values", "mean", "split_stats"]
 
 
 @dataclass
@@ -57,10 +57,10 @@ def epoch_values(context: PluginContext, train: str = "training_", val: str = "v
     """
     values: dict[str, float] = {}
     if context.training_batch_count:
-        values[f"{train}loss"] = context.training_loss_total / context.training_batch_count
+        values[f"{train}loss"] = mean(context.training_loss_total, context.training_batch_count)
     values.update({f"{train}{k}": float(v) for k, v in context.training_metrics.items()})
     if context.validation_batch_count:
-        values[f"{val}loss"] = context.validation_loss_total / context.validation_batch_count
+        values[f"{val}loss"] = mean(context.validation_loss_total, context.validation_batch_count)
         values.update({f"{val}{k}": float(v) for k, v in context.validation_metrics.items()})
     return values
 
@@ -70,3 +70,8 @@ def split_stats(module: Any, split: str) -> SplitStats | None:
     is a ``BzModule``; ``None`` for any other module (or none)."""
     stats = getattr(module, "stats", None)
     return stats.get(split) if isinstance(stats, dict) else None
+
+
+def mean(total: float, count: int) -> float:
+    """``total / count``, NaN when nothing was counted (a mean loss before its first batch)."""
+    return total / count if count else float("nan")

@@ -21,6 +21,7 @@ import torch
 from torch import Tensor, nn
 
 from bz_lightning._batch_guard import BatchErrorPolicy, FailedBatch, NonFinitePolicy, SkipBudget
+from bz_lightning.context import mean
 from bz_lightning.errors import BzConfigError, NonFiniteLossError
 
 if TYPE_CHECKING:
@@ -81,7 +82,7 @@ class SplitStats:
 
     @property
     def loss_mean(self) -> float:
-        return self.loss_total / self.count if self.count else float("nan")
+        return mean(self.loss_total, self.count)
 
     def metric_values(self) -> dict[str, float]:
         """Each metric's value over the batches seen so far, keyed by its ``name``."""

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from bz_lightning.context import PluginContext
+from bz_lightning.context import PluginContext, mean
 from bz_lightning.errors import BzConfigError
 from bz_lightning.plugins.base import Plugin
 
@@ -326,8 +326,8 @@ def _result(bridge: LifecycleCallback, module: BzModule, trainer: pl.Trainer, du
         training_metrics=dict(ctx.training_metrics),
         validation_metrics=dict(ctx.validation_metrics),
         # The context's totals are summed over processes under DDP; the module's are local.
-        training_loss=_mean(ctx.training_loss_total, ctx.training_batch_count),
-        validation_loss=_mean(ctx.validation_loss_total, ctx.validation_batch_count),
+        training_loss=mean(ctx.training_loss_total, ctx.training_batch_count),
+        validation_loss=mean(ctx.validation_loss_total, ctx.validation_batch_count),
         epochs_completed=trainer.current_epoch,
         stopped_early=trainer.should_stop,
         plugin_failures=list(bridge.failures),
@@ -337,10 +337,6 @@ def _result(bridge: LifecycleCallback, module: BzModule, trainer: pl.Trainer, du
         lightning_trainer=trainer,
         duration_s=duration,
     )
-
-
-def _mean(total: float, count: int) -> float:
-    return total / count if count else float("nan")
 
 
 def _as_list(value: Any) -> list[Any]:

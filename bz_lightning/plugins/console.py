@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-import math
 import sys
 import time
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
-from bz_lightning.context import PluginContext, epoch_values, split_stats
+from bz_lightning.context import PluginContext, epoch_values, mean, split_stats
 from bz_lightning.errors import BzConfigError
 from bz_lightning.plugins.base import Plugin
 
@@ -152,7 +151,7 @@ class ConsoleOutPlugin(Plugin):
         done = int(context.extra.get("batch_index", count - 1)) + 1
         if done % self.update_interval and done != total:
             return
-        values = {"loss": _mean(loss_total, count), **_running_metrics(context, split)}
+        values = {"loss": mean(loss_total, count), **_running_metrics(context, split)}
         self._progress(bar, context, split, done, total, values)
 
     def end_epoch(self, context: PluginContext) -> None:
@@ -212,10 +211,6 @@ class ConsoleOutPlugin(Plugin):
         else:
             of = f"/{total}" if total else ""
             self._print(f"{self._epoch_label(context)}  {split} {done}{of}  {_format_values(values)}")
-
-
-def _mean(total: float, count: int) -> float:
-    return total / count if count else math.nan
 
 
 def _running_metrics(context: PluginContext, split: str) -> dict[str, float]:
