@@ -262,8 +262,7 @@ class LifecycleCallback(pl.Callback):
         """What the end-of-run summary reports: skipped batches and fallbacks."""
         extra = self.context.extra
         extra["skipped_batches"] = getattr(module, "skipped_batches", 0)
-        fallback = getattr(module, "compile_fallback", None)
-        extra["warnings"] = [f"torch.compile fell back to eager: {fallback}"] if fallback else []
+        extra["warnings"] = list(getattr(module, "run_warnings", []))
 
     def _copy_stats(self, trainer: pl.Trainer, stats: SplitStats | None, *, validation: bool, loop_end: bool) -> None:
         """The split's running loss total and batch count into the context, and at a loop's

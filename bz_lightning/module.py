@@ -291,6 +291,11 @@ class BzModule(pl.LightningModule):
         """How many training batches were skipped in this run."""
         return len(self.skip_budget.skipped)
 
+    @property
+    def run_warnings(self) -> list[str]:
+        """Fallbacks that happened in this run, for its summary and ``TrainingResult``."""
+        return [f"torch.compile fell back to eager: {self.compile_fallback}"] if self.compile_fallback else []
+
     def on_train_start(self) -> None:
         num_batches = self.trainer.num_training_batches
         self.skip_budget.resolve(num_batches)

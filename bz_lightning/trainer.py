@@ -320,7 +320,6 @@ def lightning_device_args(device: str | torch.device) -> dict[str, Any]:
 
 def _result(bridge: LifecycleCallback, module: BzModule, trainer: pl.Trainer, duration: float) -> TrainingResult:
     ctx = bridge.context
-    fallback = [f"torch.compile fell back to eager: {module.compile_fallback}"] if module.compile_fallback else []
     return TrainingResult(
         context=ctx,
         training_metrics=dict(ctx.training_metrics),
@@ -332,7 +331,7 @@ def _result(bridge: LifecycleCallback, module: BzModule, trainer: pl.Trainer, du
         stopped_early=trainer.should_stop,
         plugin_failures=list(bridge.failures),
         skipped_batches=list(module.skip_budget.skipped),
-        warnings=fallback,
+        warnings=module.run_warnings,
         module=module,
         lightning_trainer=trainer,
         duration_s=duration,
