@@ -20,6 +20,8 @@ from typing import Any, Dict, List, Optional
 
 from omegaconf import MISSING
 
+from bz_lightning.plugins.early_stopping import EarlyStoppingConfig
+
 __all__ = [
     "TrainConfig",
     "TrainerConfig",
@@ -36,7 +38,6 @@ __all__ = [
     "LossConfig",
     "ConsoleOutOptions",
     "TensorBoardOptions",
-    "EarlyStoppingOptions",
     "OptunaPruningOptions",
     "TARGET_SCHEMAS",
     "GROUP_SCHEMAS",
@@ -172,24 +173,6 @@ class TensorBoardOptions:
 
 
 @dataclass
-class EarlyStoppingOptions:
-    enabled: bool = True
-    patience: int = 3
-    min_delta: float = 0.001
-    monitor: str = "validation_loss"
-    mode: str = "min"
-    restore_best_weights: bool = True
-    verbose: bool = True
-    baseline: Optional[float] = None
-    min_epochs: int = 0
-    strategy: str = "patience"
-    plateau_factor: float = 0.1
-    plateau_patience: int = 10
-    plateau_threshold: float = 0.0001
-    custom_conditions: Dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass
 class OptunaPruningOptions:
     # None: from BZ_OPTUNA_STUDY / BZ_OPTUNA_TRIAL, which bz's Optuna sweeper sets.
     study_file: Optional[str] = None
@@ -269,7 +252,8 @@ GROUP_SCHEMAS: dict[str, type] = {"trainer": TrainerConfig, "paths": PathsConfig
 PLUGIN_SCHEMAS: dict[str, type] = {
     "console_out": ConsoleOutOptions,
     "tensorboard": TensorBoardOptions,
-    "early_stopping": EarlyStoppingOptions,
+    # The plugin's own options class (its defaults are the plugin's, e.g. patience 10).
+    "early_stopping": EarlyStoppingConfig,
     "optuna_pruning": OptunaPruningOptions,
 }
 

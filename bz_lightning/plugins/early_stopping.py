@@ -5,7 +5,7 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
-from typing import Any, Dict, Literal, Optional
+from typing import Any, Dict, Optional
 
 from bz_lightning.context import PluginContext, epoch_values
 from bz_lightning.errors import BzConfigError, did_you_mean
@@ -61,12 +61,15 @@ class EarlyStoppingConfig:
     patience: int = 10
     min_delta: float = 0.001
     monitor: str = "validation_loss"
-    mode: Literal["min", "max"] = "min"
+    # str, not Literal[...]: this class is also bz-train's schema of plugins.early_stopping
+    # (bz_lightning.config.PLUGIN_SCHEMAS), and OmegaConf rejects Literal annotations.
+    # __post_init__ checks both values.
+    mode: str = "min"
     restore_best_weights: bool = True
     verbose: bool = True
     baseline: Optional[float] = None
     min_epochs: int = 0
-    strategy: Literal["patience", "plateau", "custom"] = "patience"
+    strategy: str = "patience"
     plateau_factor: float = 0.1
     plateau_patience: int = 10
     plateau_threshold: float = 0.0001
