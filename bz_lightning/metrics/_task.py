@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Optional
+from typing import TYPE_CHECKING, Literal, Optional, get_args
 
 from bz_lightning.errors import BzConfigError
 from bz_lightning.metrics._shim import TorchmetricsShim
@@ -31,7 +31,7 @@ if TYPE_CHECKING:
 __all__ = ["Task", "TaskName", "ClassificationShim", "binary_labels", "infer_task", "check_task_args"]
 
 TaskName = Literal["binary", "multiclass"]
-_TASKS = ("binary", "multiclass")
+_TASKS = get_args(TaskName)
 
 
 @dataclass(frozen=True)
@@ -61,7 +61,7 @@ def check_task_args(metric: str, task: Optional[str], num_classes: Optional[int]
 
 
 def infer_task(
-    metric: str, preds: Tensor, targets: Tensor, task: Optional[str] = None, num_classes: Optional[int] = None
+    metric: str, preds: Tensor, task: Optional[str] = None, num_classes: Optional[int] = None
 ) -> Task:
     """Infer the task from the shape of the first batch's ``preds`` (no host sync).
 
@@ -132,7 +132,7 @@ class ClassificationShim(TorchmetricsShim):
 
     # ------------------------------------------------------------------ first batch
     def _build(self, preds: Tensor, targets: Tensor) -> torchmetrics.Metric:
-        task = infer_task(self.name_for_errors, preds, targets, self.task, self.num_classes)
+        task = infer_task(self.name_for_errors, preds, self.task, self.num_classes)
         tm = self._make(task)
         self._task = task
         preds, targets = self._check_shapes(preds, targets)

@@ -9,7 +9,7 @@ probabilities with 0/1 targets. ``task=`` and ``num_classes=`` override the infe
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Literal, Optional
+from typing import TYPE_CHECKING, Literal, Optional, get_args
 
 from bz_lightning.errors import BzConfigError
 from bz_lightning.metrics._task import ClassificationShim, Task, TaskName
@@ -20,7 +20,7 @@ if TYPE_CHECKING:
 __all__ = ["Accuracy", "Precision", "Recall", "F1Score", "TopKAccuracy", "Average"]
 
 Average = Literal["micro", "macro", "weighted", "binary"]
-_AVERAGES = ("micro", "macro", "weighted", "binary")
+_AVERAGES = get_args(Average)
 
 
 class Accuracy(ClassificationShim):
