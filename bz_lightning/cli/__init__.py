@@ -4,7 +4,7 @@ Lightning."""
 
 from __future__ import annotations
 
-__all__ = ["main", "create_parser"]
+__all__ = ["main"]
 
 
 def main() -> None:
@@ -12,9 +12,3 @@ def main() -> None:
     from bz_lightning.cli.main import main as _main
 
     _main()
-
-
-def create_parser():  # type: ignore[no-untyped-def]
-    from bz_lightning.cli.main import create_parser as _create_parser
-
-    return _create_parser()

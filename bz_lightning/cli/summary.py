@@ -18,6 +18,8 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
+from bz_lightning.cli.train import METRICS_FILE
+
 __all__ = ["SweepSummary", "summarize", "format_table", "higher_is_better"]
 
 log = logging.getLogger("bz_lightning.cli")
@@ -39,9 +41,9 @@ def summarize(sweep_dir: str | Path, optimized_metric: str | None) -> dict[str, 
     # A job directory is one with Hydra's record of the job (.hydra/) or with bz's metrics;
     # a job that has the first but not the second failed before it finished.
     job_dirs = {p.parent.parent for p in sweep_dir.glob("*/.hydra/overrides.yaml")}
-    job_dirs |= {p.parent for p in sweep_dir.glob("*/metrics.json")}
+    job_dirs |= {p.parent for p in sweep_dir.glob(f"*/{METRICS_FILE}")}
     for job_dir in sorted(job_dirs, key=lambda p: (len(p.name), p.name)):
-        path = job_dir / "metrics.json"
+        path = job_dir / METRICS_FILE
         if path.is_file():
             record = json.loads(path.read_text())
             record.setdefault("status", "complete")
@@ -71,7 +73,7 @@ def format_table(summary: dict[str, Any]) -> str:
     """The summary as an aligned text table; the best job's row starts with ``*``."""
     jobs = summary["jobs"]
     if not jobs:
-        return f"sweep summary: no job wrote metrics.json under {summary['sweep_dir']}"
+        return f"sweep summary: no job wrote {METRICS_FILE} under {summary['sweep_dir']}"
     names = sorted({k for j in jobs for k in j["metrics"]})
     metric = summary["optimized_metric"]
     if metric in names:  # the ranked metric first
