@@ -8,66 +8,94 @@
 * ``callbacks``: ``EpochCheckpoint`` (``epoch-N.ckpt``), ``ResumeCheckpoint``
   (``last.ckpt``, RNG, SIGTERM) and ``Preempted``.
 * ``resume``: the directory layout, ``plan_resume`` and the finished-run marker.
+
+Names are imported from their module on first access, so ``compute_training_signature``
+(torch only) does not bring in Lightning, which ``callbacks`` and ``io`` need.
 """
 
-from bz_lightning.checkpointing.callbacks import (
-    LAST,
-    PREEMPTED_EXIT_CODE,
-    SIGNATURE_KEY,
-    EpochCheckpoint,
-    Preempted,
-    ResumeCheckpoint,
-)
-from bz_lightning.checkpointing.io import (
-    CHECKPOINT_VERSION,
-    VERSION_KEY,
-    AtomicCheckpointIO,
-    load_checkpoint,
-    remove_stale_temp_files,
-    to_plain,
-)
-from bz_lightning.checkpointing.resume import (
-    RESULT_FILE,
-    ResumeMode,
-    ResumePlan,
-    checkpoint_directory,
-    find_latest_checkpoint_epoch,
-    is_finished,
-    plan_resume,
-    read_finished_run,
-    run_directory,
-    write_finished_run,
-)
-from bz_lightning.checkpointing.rng import ReplayState, capture_rng, restore_rng, resumable_loader
-from bz_lightning.checkpointing.signature import IGNORED_CONFIG_KEYS, compute_training_signature
+from __future__ import annotations
 
-__all__ = [
-    "AtomicCheckpointIO",
-    "CHECKPOINT_VERSION",
-    "EpochCheckpoint",
-    "IGNORED_CONFIG_KEYS",
-    "LAST",
-    "PREEMPTED_EXIT_CODE",
-    "Preempted",
-    "RESULT_FILE",
-    "ReplayState",
-    "ResumeCheckpoint",
-    "ResumeMode",
-    "ResumePlan",
-    "SIGNATURE_KEY",
-    "VERSION_KEY",
-    "capture_rng",
-    "checkpoint_directory",
-    "compute_training_signature",
-    "find_latest_checkpoint_epoch",
-    "is_finished",
-    "load_checkpoint",
-    "plan_resume",
-    "read_finished_run",
-    "remove_stale_temp_files",
-    "restore_rng",
-    "resumable_loader",
-    "run_directory",
-    "to_plain",
-    "write_finished_run",
-]
+from typing import TYPE_CHECKING
+
+from bz_lightning._lazy import lazy_getattr
+
+# name -> module that defines it; imported on first access (PEP 562).
+_LAZY = {
+    "LAST": "bz_lightning.checkpointing.callbacks",
+    "PREEMPTED_EXIT_CODE": "bz_lightning.checkpointing.callbacks",
+    "SIGNATURE_KEY": "bz_lightning.checkpointing.callbacks",
+    "EpochCheckpoint": "bz_lightning.checkpointing.callbacks",
+    "Preempted": "bz_lightning.checkpointing.callbacks",
+    "ResumeCheckpoint": "bz_lightning.checkpointing.callbacks",
+    "CHECKPOINT_VERSION": "bz_lightning.checkpointing.io",
+    "VERSION_KEY": "bz_lightning.checkpointing.io",
+    "AtomicCheckpointIO": "bz_lightning.checkpointing.io",
+    "load_checkpoint": "bz_lightning.checkpointing.io",
+    "remove_stale_temp_files": "bz_lightning.checkpointing.io",
+    "to_plain": "bz_lightning.checkpointing.io",
+    "RESULT_FILE": "bz_lightning.checkpointing.resume",
+    "ResumeMode": "bz_lightning.checkpointing.resume",
+    "ResumePlan": "bz_lightning.checkpointing.resume",
+    "checkpoint_directory": "bz_lightning.checkpointing.resume",
+    "find_latest_checkpoint_epoch": "bz_lightning.checkpointing.resume",
+    "is_finished": "bz_lightning.checkpointing.resume",
+    "plan_resume": "bz_lightning.checkpointing.resume",
+    "read_finished_run": "bz_lightning.checkpointing.resume",
+    "run_directory": "bz_lightning.checkpointing.resume",
+    "write_finished_run": "bz_lightning.checkpointing.resume",
+    "ReplayState": "bz_lightning.checkpointing.rng",
+    "capture_rng": "bz_lightning.checkpointing.rng",
+    "restore_rng": "bz_lightning.checkpointing.rng",
+    "resumable_loader": "bz_lightning.checkpointing.rng",
+    "IGNORED_CONFIG_KEYS": "bz_lightning.checkpointing.signature",
+    "compute_training_signature": "bz_lightning.checkpointing.signature",
+}
+
+__all__ = sorted(_LAZY)
+
+if TYPE_CHECKING:
+    from bz_lightning.checkpointing.callbacks import (
+        LAST,
+        PREEMPTED_EXIT_CODE,
+        SIGNATURE_KEY,
+        EpochCheckpoint,
+        Preempted,
+        ResumeCheckpoint,
+    )
+    from bz_lightning.checkpointing.io import (
+        CHECKPOINT_VERSION,
+        VERSION_KEY,
+        AtomicCheckpointIO,
+        load_checkpoint,
+        remove_stale_temp_files,
+        to_plain,
+    )
+    from bz_lightning.checkpointing.resume import (
+        RESULT_FILE,
+        ResumeMode,
+        ResumePlan,
+        checkpoint_directory,
+        find_latest_checkpoint_epoch,
+        is_finished,
+        plan_resume,
+        read_finished_run,
+        run_directory,
+        write_finished_run,
+    )
+    from bz_lightning.checkpointing.rng import (
+        ReplayState,
+        capture_rng,
+        restore_rng,
+        resumable_loader,
+    )
+    from bz_lightning.checkpointing.signature import (
+        IGNORED_CONFIG_KEYS,
+        compute_training_signature,
+    )
+
+
+__getattr__ = lazy_getattr(__name__, _LAZY, globals())
+
+
+def __dir__() -> list[str]:
+    return __all__
