@@ -173,10 +173,7 @@ class ResumeCheckpoint(pl.Callback):
         trainer = self._trainer
         generators = self.replay.generators if self.replay is not None else []
         state: dict[str, Any] = {
-            "signature": self.signature,
             "rng": capture_rng(generators),
-            # A stop requested at this epoch's end (early stopping) makes the run finished.
-            "stop_requested": bool(trainer.should_stop) if trainer is not None else False,
             "mid_epoch": None,
         }
         if self._mid_epoch_save and trainer is not None:

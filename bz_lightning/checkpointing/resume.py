@@ -20,7 +20,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from bz_lightning.checkpointing.callbacks import LAST, SIGNATURE_KEY
+from bz_lightning.checkpointing.callbacks import LAST, SIGNATURE_KEY, epoch_checkpoint_name
 from bz_lightning.checkpointing.io import load_checkpoint, write_json
 from bz_lightning.errors import BzCheckpointError, BzConfigError, did_you_mean
 
@@ -58,8 +58,12 @@ def find_latest_checkpoint_epoch(checkpoint_dir: str | os.PathLike[str]) -> int 
 
     Only names are read; see ``plan_resume`` for which file a re-run actually loads.
     """
-    epochs = [int(m.group(1)) for m in map(_EPOCH_FILE.match, _names(checkpoint_dir)) if m]
-    return max(epochs, default=None)
+    return max(_epochs(_names(checkpoint_dir)), default=None)
+
+
+def _epochs(names: list[str]) -> list[int]:
+    """The N of every ``epoch-N.ckpt`` among ``names``."""
+    return [int(m.group(1)) for m in map(_EPOCH_FILE.match, names) if m]
 
 
 def _names(directory: str | os.PathLike[str]) -> list[str]:
@@ -88,9 +92,8 @@ def _has_run(directory: Path) -> bool:
 def _candidates(directory: Path) -> list[Path]:
     """``last.ckpt`` first, then ``epoch-N.ckpt`` from the highest N down."""
     names = _names(directory)
-    epochs = sorted((int(m.group(1)) for m in map(_EPOCH_FILE.match, names) if m), reverse=True)
     found = [directory / LAST] if LAST in names else []
-    return found + [directory / f"epoch-{n}.ckpt" for n in epochs]
+    return found + [directory / epoch_checkpoint_name(n) for n in sorted(_epochs(names), reverse=True)]
 
 
 @dataclass
@@ -127,11 +130,6 @@ class ResumePlan:
         mid = state.get("mid_epoch") if state else None
         return int(mid["consumed"]) if mid else 0
 
-    @property
-    def stop_requested(self) -> bool:
-        """Whether the checkpointed run had been stopped (early stopping) at its last epoch end."""
-        state = _resume_state(self.checkpoint)
-        return bool(state.get("stop_requested")) if state else False
 
 
 def _resume_state(checkpoint: dict[str, Any] | None) -> dict[str, Any] | None:

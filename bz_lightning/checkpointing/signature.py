@@ -144,7 +144,7 @@ def _value(value: Any) -> Any:
     if isinstance(value, Mapping):
         return {str(k): _value(v) for k, v in value.items()}
     if isinstance(value, functools.partial):
-        return {"partial": _qualname(value.func) if not callable(value.func) else _callable_name(value.func),
+        return {"partial": _callable_name(value.func),
                 "args": _value(list(value.args)), "kwargs": _value(dict(value.keywords))}
     if callable(value):
         return _callable_name(value)
