@@ -234,18 +234,14 @@ class LifecycleCallback(pl.Callback):
             ctx.training_loss_total = 0.0
             ctx.training_batch_count = 0
             ctx.training_metrics = {}
-            ctx.validation_loss_total = 0.0
-            ctx.validation_batch_count = 0
-            ctx.validation_metrics = {}
+            _reset_validation(ctx)
         elif stage is Stage.LOAD_CHECKPOINT:
             ctx.epoch = trainer.current_epoch
         elif stage is Stage.END_TRAINING_LOOP:
             self._copy_stats(trainer, split_stats(module, "train"), validation=False, loop_end=True)
             self._copy_run_state(module)
         elif stage is Stage.START_VALIDATION_LOOP:
-            ctx.validation_loss_total = 0.0
-            ctx.validation_batch_count = 0
-            ctx.validation_metrics = {}
+            _reset_validation(ctx)
         elif stage is Stage.END_VALIDATION_LOOP:
             self._copy_stats(trainer, split_stats(module, "val"), validation=True, loop_end=True)
         elif stage is Stage.END_TRAINING_SESSION:
@@ -413,3 +409,9 @@ class LifecycleCallback(pl.Callback):
             key = f"{i}:{plugin.name}"
             if key in saved:
                 plugin.load_state_dict(saved[key])
+
+
+def _reset_validation(ctx: PluginContext) -> None:
+    ctx.validation_loss_total = 0.0
+    ctx.validation_batch_count = 0
+    ctx.validation_metrics = {}
