@@ -74,12 +74,17 @@ class TensorBoardPlugin(Plugin):
 
     @property
     def writer(self) -> SummaryWriter:
-        """The ``SummaryWriter``, opened on first use."""
+        """The ``SummaryWriter``, opened on first use; assign another ``SummaryWriter`` (or an
+        object with its methods, such as a mock) to replace it."""
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(self.log_dir)
         return self._writer
+
+    @writer.setter
+    def writer(self, writer: SummaryWriter) -> None:
+        self._writer = writer
 
     # --------------------------------------------------------------------------- stages
     def start_training_session(self, context: PluginContext) -> None:
