@@ -62,6 +62,13 @@ class PluginErrors(str, Enum):
     raise_ = "raise"
 
 
+class CheckpointErrors(str, Enum):
+    """``trainer.on_checkpoint_error``: see ``Trainer.train``."""
+
+    log = "log"
+    raise_ = "raise"
+
+
 @dataclass
 class MLPConfig:
     _target_: str = "bz_lightning.models.MLP"
@@ -199,6 +206,7 @@ class TrainerConfig:
     overfit_batches: Any = 0.0
     log_every_n_steps: int = 50
     plugin_errors: PluginErrors = PluginErrors.log
+    on_checkpoint_error: CheckpointErrors = CheckpointErrors.log
     strategy: Optional[str] = None
     devices: Any = None
     num_nodes: Optional[int] = None

@@ -90,6 +90,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         hyperparameters={**values["hyperparameters"], CONFIG_KEY: values},
         scheduler=scheduler,
         plugin_errors=values["trainer"]["plugin_errors"],
+        on_checkpoint_error=values["trainer"]["on_checkpoint_error"],
         # The signature of the resolved config picks <runs_dir>/<signature>/checkpoints.
         config=values,
         runs_root=values["paths"]["runs_dir"],

@@ -31,7 +31,8 @@ class ConsoleOutPlugin(Plugin):
 
     Every epoch ends with one summary line like the last one, and the run with a summary:
     epochs trained, total time, final values, whether a plugin stopped the run, and every
-    plugin failure, skipped batch and warning recorded in ``context.extra``.
+    plugin failure, checkpoint write failure, skipped batch and warning recorded in
+    ``context.extra``.
 
     Epoch numbers are counted from 1 for humans (``context.epoch`` counts from 0), out of
     the trainer's ``max_epochs``.
@@ -180,6 +181,12 @@ class ConsoleOutPlugin(Plugin):
                 f"    {f.plugin} in {getattr(f.stage, 'value', f.stage)} (epoch {f.epoch + 1}): "
                 f"{type(f.error).__name__}: {f.error}"
                 for f in failures
+            )
+        checkpoint_failures = context.extra.get("checkpoint_failures") or []
+        if checkpoint_failures:
+            lines.append(f"  checkpoint failures: {len(checkpoint_failures)} (training went on)")
+            lines.extend(
+                f"    {f.path} (epoch {f.epoch + 1}): {type(f.error).__name__}: {f.error}" for f in checkpoint_failures
             )
         skipped = context.extra.get("skipped_batches", 0)
         if skipped:
