@@ -6,7 +6,7 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
-from bz_lightning.context import PluginContext, epoch_values, mean, split_stats
+from bz_lightning.context import PluginContext, epoch_values, mean, running_stats
 from bz_lightning.errors import BzConfigError
 from bz_lightning.plugins.base import Plugin
 
@@ -152,7 +152,9 @@ class ConsoleOutPlugin(Plugin):
         done = int(context.extra.get("batch_index", count - 1)) + 1
         if done % self.update_interval and done != total:
             return
-        values = {"loss": mean(loss_total, count), **_running_metrics(context, split)}
+        # No loss yet (a LightningModule whose steps return none): nothing to show, not "nan".
+        values = {"loss": mean(loss_total, count)} if count else {}
+        values.update(_running_metrics(context, split))
         self._progress(bar, context, split, done, total, values)
 
     def end_epoch(self, context: PluginContext) -> None:
@@ -227,7 +229,7 @@ def _running_metrics(context: PluginContext, split: str) -> dict[str, float]:
     processes (where this plugin does not run) would never join."""
     if getattr(context.extra.get("trainer"), "world_size", 1) > 1:
         return {}
-    stats = split_stats(context.extra.get("lightning_module"), split)
+    stats = running_stats(context, split)
     return dict(stats.metric_values()) if stats is not None and stats.count else {}
 
 
