@@ -9,6 +9,9 @@ come from the YAML in ``conf``, and the defaults here follow it where it sets pl
 Nodes with a ``_target_`` are checked against the schema registered for that target;
 a user's own target (no schema here) is checked when it is instantiated.
 
+It also holds bz's configuration API for ``train.py`` (``get_config_manager``,
+``load_config``, ``BzConfig``...; see ``bz_lightning._config_manager``).
+
 Importing this module does not import torch.
 """
 
@@ -280,4 +283,20 @@ class TrainingSpecification:
     training_loader: Any
     validation_loader: Any
     hyperparameters: Dict[str, Any]
+
+
+# bz's configuration API (get_config_manager, load_config, BzConfig...): its own module,
+# public here as the spec's bz.config.
+from bz_lightning._config_manager import (  # noqa: E402
+    BzConfig,
+    ConfigManager,
+    MetricsConfig,
+    PluginConfig,
+    TrainingConfig,
+    get_config_manager,
+    load_config,
+)
+
+__all__ += ["BzConfig", "ConfigManager", "MetricsConfig", "PluginConfig", "TrainingConfig", "get_config_manager",
+            "load_config"]
 

@@ -22,6 +22,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from bz_lightning._config_manager import serving_bz_train_config
 from bz_lightning.cli._launch import exit_with, is_ddp_child, multirun_job, preflight, prepare_argv
 from bz_lightning.errors import BzConfigError
 
@@ -32,8 +33,12 @@ log = logging.getLogger("bz_lightning.cli")
 METRICS_FILE = "metrics.json"
 
 
+@serving_bz_train_config
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train the run ``cfg`` describes; returns what is written to ``metrics.json``.
+
+    While it runs, ``bz_lightning.config.get_config_manager()`` answers from ``cfg``, so a
+    bz project's code that reads its settings that way works under bz-train too.
 
     Raises:
         BzConfigError: the config is invalid (before anything is built) or describes
