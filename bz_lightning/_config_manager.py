@@ -250,8 +250,8 @@ def find_config_file(directory: str | os.PathLike[str] | None = None) -> str:
         if (where / name).is_file():
             return str(where / name) if directory is not None else name
     raise FileNotFoundError(
-        2, f"no bz config file: none of {', '.join(CONFIG_FILE_NAMES)} in {where} "
-        f"(pass --config FILE or set ${CONFIG_ENV})", str(where / CONFIG_FILE_NAMES[0]),
+        2, f"no bz config file here: none of {', '.join(CONFIG_FILE_NAMES)} (pass --config FILE or set ${CONFIG_ENV})",
+        str(where),
     )
 
 

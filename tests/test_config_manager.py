@@ -130,7 +130,7 @@ def test_invalid_values_are_value_errors_naming_file_and_key(tmp_path: Path, dat
 def test_discovery_order(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("BZ_CONFIG", raising=False)
-    with pytest.raises(FileNotFoundError, match=r"none of bz_config.json, config.json in .*--config FILE"):
+    with pytest.raises(FileNotFoundError, match=r"no bz config file here: none of bz_config.json, config.json .*--config"):
         ConfigManager().load()
     write(tmp_path, {"epochs": 4}, "config.json")
     assert ConfigManager().get_training_config()["epochs"] == 4

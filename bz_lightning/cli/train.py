@@ -26,7 +26,7 @@ from bz_lightning._config_manager import serving_bz_train_config
 from bz_lightning.cli._launch import exit_with, is_ddp_child, multirun_job, preflight, prepare_argv
 from bz_lightning.errors import BzConfigError
 
-__all__ = ["main", "train", "METRICS_FILE"]
+__all__ = ["main", "train", "record_run", "METRICS_FILE"]
 
 log = logging.getLogger("bz_lightning.cli")
 
@@ -102,10 +102,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         resume=values["resume"],
         **lightning_kwargs(values["trainer"]),
     )
+    status = "pruned" if getattr(pruning, "pruned", False) else "complete"
+    return record_run(result, status=status, optimized_metric=values["optimized_metric"], output_dir=output_dir)
+
+
+def record_run(result: Any, *, status: str, optimized_metric: str | None, output_dir: Path,
+               overrides: list[str] | None = None) -> dict[str, Any]:
+    """Write ``<output_dir>/metrics.json`` for a finished run (from rank 0), print its final
+    line and return the record. ``overrides``: the command line's (default: Hydra's)."""
     record = {
-        "status": "pruned" if getattr(pruning, "pruned", False) else "complete",
+        "status": status,
         "metrics": {k: _finite(v) for k, v in result.metrics.items()},
-        "optimized_metric": values["optimized_metric"],
+        "optimized_metric": optimized_metric,
         "epochs": result.epochs_completed,
         "duration_s": round(result.duration_s, 3),
         "stopped_early": result.stopped_early,
@@ -114,7 +122,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint_dir": result.checkpoint_dir,
         "resumed_from": result.resumed_from,
         "reused": result.reused,
-        "overrides": _overrides(),
+        "overrides": _overrides() if overrides is None else overrides,
         "output_dir": str(output_dir),
     }
     if _is_rank_zero():
