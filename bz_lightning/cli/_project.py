@@ -32,8 +32,8 @@ from bz_lightning._config_manager import ConfigManager, _is_device, use_config_m
 from bz_lightning.config import ConsoleOutOptions, TrainingSpecification
 from bz_lightning.errors import BzConfigError, did_you_mean
 
-__all__ = ["load_metrics_from_config", "load_plugins_from_config", "load_training_specification", "run_training",
-           "PROJECT_SCRIPT"]
+__all__ = ["load_metrics_from_config", "load_plugins_from_config", "load_training_specification", "prepare_training",
+           "run_training", "PROJECT_SCRIPT"]
 
 log = logging.getLogger("bz_lightning.cli")
 
@@ -172,22 +172,7 @@ def run_training(args: argparse.Namespace) -> int:
         BzConfigError: a missing or malformed config file, a bad value, an unknown plugin or
             metric, a ``train.py`` that does not define what bz trains (``bz`` exits 2).
     """
-    manager = ConfigManager(args.config)
-    try:
-        config: dict[str, Any] = dict(manager.load())
-    except FileNotFoundError as err:
-        raise BzConfigError(f"{err.filename}: {err.strerror}") from None
-    except json.JSONDecodeError as err:
-        raise BzConfigError(str(err)) from None
-    overrides = _apply_overrides(config, args)
-    if overrides:
-        manager = ConfigManager.from_mapping(config, manager.source or "the config")
-    check_plugin_names(manager)
-    check_metrics(manager)
-    if not Path(PROJECT_SCRIPT).is_file():
-        raise BzConfigError(f"no {PROJECT_SCRIPT} in {Path.cwd()}: run bz train in a bz project's directory "
-                            "(bz init --layout bz writes one)")
-
+    manager, config, overrides = prepare_training(args)
     output_dir = _new_output_dir()
     _configure_logging(output_dir)
     (output_dir / "config.json").write_text(json.dumps(config, indent=2, default=repr) + "\n")
@@ -206,6 +191,33 @@ def run_training(args: argparse.Namespace) -> int:
     optimized = "val_loss" if spec.validation_loader is not None else "train_loss"
     record_run(result, status="complete", optimized_metric=optimized, output_dir=output_dir, overrides=overrides)
     return 0
+
+
+def prepare_training(args: argparse.Namespace) -> tuple[ConfigManager, dict[str, Any], list[str]]:
+    """What ``bz train`` checks before ``train.py`` runs: the config file and its values (with
+    ``--epochs`` / ``--device`` applied), plugin and metric names, and that ``train.py``
+    exists. Returns the manager ``train.py`` will read, the config and the overrides (as
+    ``key=value``). Writes nothing.
+
+    Raises:
+        BzConfigError: as ``run_training``.
+    """
+    manager = ConfigManager(args.config)
+    try:
+        config: dict[str, Any] = dict(manager.load())
+    except FileNotFoundError as err:
+        raise BzConfigError(f"{err.filename}: {err.strerror}") from None
+    except json.JSONDecodeError as err:
+        raise BzConfigError(str(err)) from None
+    overrides = _apply_overrides(config, args)
+    if overrides:
+        manager = ConfigManager.from_mapping(config, manager.source or "the config")
+    check_plugin_names(manager)
+    check_metrics(manager)
+    if not Path(PROJECT_SCRIPT).is_file():
+        raise BzConfigError(f"no {PROJECT_SCRIPT} in {Path.cwd()}: run bz train in a bz project's directory "
+                            "(bz init --layout bz writes one)")
+    return manager, config, overrides
 
 
 def _train(spec: TrainingSpecification, plugins: list[Any], metrics: list[Any], hyperparameters: dict[str, Any],
