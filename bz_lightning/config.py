@@ -58,18 +58,12 @@ class ResumeMode(str, Enum):
     must = "must"
 
 
-class PluginErrors(str, Enum):
-    """``trainer.plugin_errors``: see ``LifecycleCallback``."""
-
-    log = "log"
-    raise_ = "raise"
-
-
-class CheckpointErrors(str, Enum):
-    """``trainer.on_checkpoint_error``: see ``Trainer.train``."""
-
-    log = "log"
-    raise_ = "raise"
+# OmegaConf checks an enum option by member *name*, and `raise` cannot be a name in a class
+# body (a member `raise_` refused `plugin_errors=raise`): these two are built by name.
+#: ``trainer.plugin_errors``: see ``LifecycleCallback``.
+PluginErrors = Enum("PluginErrors", {"log": "log", "raise": "raise"}, type=str)
+#: ``trainer.on_checkpoint_error``: see ``Trainer.train``.
+CheckpointErrors = Enum("CheckpointErrors", {"log": "log", "raise": "raise"}, type=str)
 
 
 @dataclass
@@ -208,8 +202,8 @@ class TrainerConfig:
     fast_dev_run: Any = False
     overfit_batches: Any = 0.0
     log_every_n_steps: int = 50
-    plugin_errors: PluginErrors = PluginErrors.log
-    on_checkpoint_error: CheckpointErrors = CheckpointErrors.log
+    plugin_errors: PluginErrors = PluginErrors["log"]
+    on_checkpoint_error: CheckpointErrors = CheckpointErrors["log"]
     strategy: Optional[str] = None
     devices: Any = None
     num_nodes: Optional[int] = None

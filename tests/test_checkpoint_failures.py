@@ -31,6 +31,7 @@ from bz_lightning import Trainer
 from bz_lightning.plugins import ConsoleOutPlugin, Plugin
 
 directory, policy = sys.argv[1], sys.argv[2]
+sigterm_at = int(sys.argv[3]) if len(sys.argv) > 3 else None  # an epoch: SIGTERM after its first batch
 torch.manual_seed(0)
 x = torch.randn(32, 4)
 loader = DataLoader(TensorDataset(x, (x[:, 0] > 0).long()), batch_size=8)
@@ -43,6 +44,10 @@ class Epochs(Plugin):
         self.saved.append(context.epoch)
     def end_epoch(self, context):
         self.ended.append(context.epoch)
+    def end_training_batch(self, context):
+        if context.epoch == sigterm_at and context.extra["batch_index"] == 0:
+            import os, signal
+            os.kill(os.getpid(), signal.SIGTERM)
 
 epochs = Epochs()
 trainer = Trainer()
@@ -58,6 +63,8 @@ try:
                           for f in result.checkpoint_failures]
 except OSError as err:
     report["raised"] = [type(err).__name__, err.errno]
+except SystemExit as stop:  # Preempted
+    report["preempted"] = [stop.code, stop.checkpoint_path, str(stop)]
 report["ended"], report["saved"] = epochs.ended, epochs.saved
 import os
 report["files"] = sorted(os.listdir(directory))
@@ -66,7 +73,7 @@ print("REPORT " + json.dumps(report))
 """
 
 
-def _train_on_a_full_file_system(tmp_path: Path, policy: str) -> tuple[dict, subprocess.CompletedProcess[str]]:
+def _train_on_a_full_file_system(tmp_path: Path, policy: str, *extra: str) -> tuple[dict, subprocess.CompletedProcess[str]]:
     unshare = shutil.which("unshare")
     if unshare is None:
         pytest.skip("needs unshare(1) to mount a private tmpfs")
@@ -81,7 +88,7 @@ def _train_on_a_full_file_system(tmp_path: Path, policy: str) -> tuple[dict, sub
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     proc = subprocess.run(
         [unshare, "--mount", "--map-root-user", "sh", "-c", f'{mount} && exec "$0" "$@"',
-         sys.executable, str(script), str(disk), policy],
+         sys.executable, str(script), str(disk), policy, *extra],
         capture_output=True, text=True, env=env, timeout=300,
     )
     lines = [line for line in proc.stdout.splitlines() if line.startswith("REPORT ")]
@@ -120,6 +127,35 @@ def test_on_checkpoint_error_raise_stops_at_the_first_failing_write(tmp_path: Pa
     assert report["raised"] == ["OSError", 28]
     assert report["ended"] == [0]  # epoch-2.ckpt failed before the second epoch ended
     assert report["files"] == ["epoch-1.ckpt", "last.ckpt"] and report["last_epoch"] == 0
+
+
+@pytest.mark.slow
+def test_preempted_names_no_checkpoint_it_could_not_write(tmp_path: Path) -> None:
+    """SIGTERM in the second epoch: the mid-epoch last.ckpt cannot be written, and the
+    preemption says so instead of pointing at the first epoch's file."""
+    report, proc = _train_on_a_full_file_system(tmp_path, "log", "1")
+    code, path, message = report["preempted"]
+    assert code == 143 and path is None
+    assert "no checkpoint written" in message
+    assert report["files"] == ["epoch-1.ckpt", "last.ckpt"] and report["last_epoch"] == 0
+
+
+@pytest.mark.parametrize("key", ["on_checkpoint_error", "plugin_errors"])
+def test_bz_train_takes_the_option(tmp_path: Path, key: str) -> None:
+    from hydra import compose, initialize_config_dir
+
+    from bz_lightning.cli._build import lightning_kwargs
+    from bz_lightning.cli._validate import validate_config
+    from bz_lightning.cli.train import CONF_DIR
+
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        cfg = compose("train", overrides=[f"paths.output_dir={tmp_path}", f"trainer.{key}=raise"])
+        bad = compose("train", overrides=[f"paths.output_dir={tmp_path}", f"trainer.{key}=ignore"])
+    values = validate_config(cfg)
+    assert values["trainer"][key] == "raise"
+    assert key not in lightning_kwargs(values["trainer"])  # bz's, not Lightning's
+    with pytest.raises(BzConfigError, match=f"trainer.{key}=ignore: expected one of log, raise"):
+        validate_config(bad)
 
 
 def test_policy_is_checked() -> None:
