@@ -1,8 +1,10 @@
 """``bz train`` on a bz project, end to end in real processes.
 
-The project is ``tests/bz_project``, a copy of the spec's ``../shared/spec/bz-project``
-(its imports already read ``bz_lightning.`` where bz had ``bz.``; the test applies that
-rename to a copy, as a migrating user does, so a copy in bz's spelling runs too).
+The project is the spec's ``../shared/spec/bz-project`` when it is beside this checkout,
+copied with ``bz.`` -> ``bz_lightning.`` in its imports (as a migrating user does; the
+spec's copy reads ``bz_lightning.`` already); without it, what ``bz init --layout bz``
+writes, whose code and configs are the spec project's (checked below when the spec is
+there).
 """
 
 from __future__ import annotations
@@ -18,8 +20,12 @@ from pathlib import Path
 
 import pytest
 
-PROJECT = Path(__file__).resolve().parent / "bz_project"
+from bz_lightning.cli._init import write_project
+from bz_lightning.cli._init_bz import BZ_PROJECT_FILES
+
 SPEC_PROJECT = Path(__file__).resolve().parents[2] / "shared" / "spec" / "bz-project"
+#: The spec project's files that ``bz init --layout bz`` writes as they are.
+SPEC_FILES = ("train.py", "model.py", "bz_config.json", "flat_config.json")
 
 
 def bz(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
@@ -27,9 +33,13 @@ def bz(*args: str, cwd: Path, env: dict[str, str] | None = None) -> subprocess.C
                           text=True, timeout=600, env={**os.environ, "OMP_NUM_THREADS": "2", **(env or {})})
 
 
-def migrated_copy(source: Path, destination: Path) -> Path:
-    """``source`` copied, with ``bz.`` -> ``bz_lightning.`` in the imports of its modules."""
-    shutil.copytree(source, destination)
+def spec_project(destination: Path) -> Path:
+    """The spec's bz project in ``destination``, with ``bz.`` -> ``bz_lightning.`` in the
+    imports of its modules."""
+    if SPEC_PROJECT.is_dir():
+        shutil.copytree(SPEC_PROJECT, destination)
+    else:
+        write_project(destination, layout="bz")
     for script in destination.glob("*.py"):
         text = script.read_text()
         script.write_text(re.sub(r"^(from|import) bz\.", r"\1 bz_lightning.", text, flags=re.MULTILINE))
@@ -41,11 +51,11 @@ def records(project: Path) -> list[dict]:
     return [json.loads(p.read_text()) for p in sorted((project / "outputs/train/runs").glob("*/metrics.json"))]
 
 
-def test_the_copy_is_the_specs_project() -> None:
+def test_init_layout_bz_writes_the_specs_project() -> None:
     if not SPEC_PROJECT.is_dir():
-        pytest.skip(f"no spec beside this checkout ({SPEC_PROJECT}); the copy in tests/bz_project is used alone")
-    spec = {p.name: p.read_text() for p in SPEC_PROJECT.iterdir()}
-    assert {p.name: p.read_text() for p in PROJECT.iterdir()} == spec
+        pytest.skip(f"no spec beside this checkout ({SPEC_PROJECT})")
+    assert {name: BZ_PROJECT_FILES[name] for name in SPEC_FILES} == {
+        name: (SPEC_PROJECT / name).read_text() for name in SPEC_FILES}
 
 
 def expected_validation_metrics(project: Path, checkpoint: Path) -> dict[str, float]:
@@ -79,7 +89,7 @@ def expected_validation_metrics(project: Path, checkpoint: Path) -> dict[str, fl
 
 @pytest.mark.slow
 def test_spec_project_trains_records_and_continues(tmp_path: Path) -> None:
-    project = migrated_copy(PROJECT, tmp_path / "project")
+    project = spec_project(tmp_path / "project")
     first = bz("train", cwd=project)
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
@@ -133,7 +143,8 @@ def test_init_layout_bz_runs_with_a_flat_config_and_an_entry_point_plugin(tmp_pa
     init = bz("init", "--layout", "bz", "proj", cwd=tmp_path)
     assert init.returncode == 0, init.stderr
     project = tmp_path / "proj"
-    assert sorted(p.name for p in project.iterdir()) == ["README.md", "bz_config.json", "model.py", "train.py"]
+    assert sorted(p.name for p in project.iterdir()) == [
+        "README.md", "bz_config.json", "flat_config.json", "model.py", "train.py"]
     assert init.stdout.endswith("next: cd proj && bz train\n")
     # A plugin from an installed package's entry point, named in the config.
     site = tmp_path / "site"
@@ -171,7 +182,7 @@ def test_init_layout_bz_runs_with_a_flat_config_and_an_entry_point_plugin(tmp_pa
 ], ids=["bad-json", "missing-file", "unknown-plugin", "unknown-metric", "bad-value", "bad-device"])
 def test_config_errors_exit_2_with_one_line_before_anything_runs(tmp_path: Path, config: str | None,
                                                                    args: list[str], message: str) -> None:
-    project = migrated_copy(PROJECT, tmp_path / "project")
+    project = spec_project(tmp_path / "project")
     if config is not None:
         (project / "bz_config.json").write_text(config)
     proc = bz("train", *args, cwd=project)
@@ -182,8 +193,7 @@ def test_config_errors_exit_2_with_one_line_before_anything_runs(tmp_path: Path,
 
 
 def test_a_project_still_importing_bz_is_told_what_to_rename(tmp_path: Path) -> None:
-    project = tmp_path / "project"
-    shutil.copytree(PROJECT, project)
+    project = spec_project(tmp_path / "project")
     script = project / "train.py"
     script.write_text(re.sub(r"^from bz_lightning\.", "from bz.", script.read_text(), flags=re.MULTILINE))
     proc = bz("train", cwd=project)

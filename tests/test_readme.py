@@ -21,7 +21,6 @@ import json
 import os
 import re
 import shlex
-import shutil
 import subprocess
 import sys
 import textwrap
@@ -33,7 +32,6 @@ import yaml
 
 ROOT = Path(__file__).resolve().parents[1]
 README = ROOT / "README.md"
-BZ_PROJECT = Path(__file__).resolve().parent / "bz_project"
 BIN = Path(sys.executable).parent
 
 #: Command lines shown but not run here, and why.
@@ -152,12 +150,13 @@ def _bz_args(command: str) -> list[str]:
 
 
 def test_command_lines(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    from bz_lightning.cli._init import write_project
     from bz_lightning.cli._project import prepare_training
     from bz_lightning.cli.main import create_parser, main
 
     monkeypatch.chdir(tmp_path)
     project = tmp_path / "project"
-    shutil.copytree(BZ_PROJECT, project)
+    write_project(project, layout="bz")  # the spec's bz project
     checked = 0
     for block in by_kind("bash"):
         for line, command in commands(block):

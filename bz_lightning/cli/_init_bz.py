@@ -1,8 +1,10 @@
 """``bz init --layout bz``: the files of a project in bz's own layout, for ``bz train``.
 
-``train.py`` defines the objects bz trains and reads its settings with
-``get_config_manager()``; ``bz_config.json`` is bz's nested JSON layout. The data are
-scikit-learn's bundled digits, so the project runs offline.
+The spec's example project (``../shared/spec/bz-project``; its code and configs are these,
+checked by ``tests/test_bz_train.py``): ``train.py`` defines the objects bz trains and reads
+its settings with ``get_config_manager()``; ``bz_config.json`` is bz's nested JSON layout,
+``flat_config.json`` the flat one. The data are scikit-learn's bundled digits, so the
+project runs offline.
 """
 
 from __future__ import annotations
@@ -20,7 +22,7 @@ of the config's metric names), `model.py` the model, `bz_config.json` the settin
 
     bz train                            # 3 epochs, console_out + early_stopping
     bz train --epochs 1 --device cpu
-    bz train --config other.json
+    bz train --config flat_config.json  # the same settings in bz's flat layout
 
 Each run writes `outputs/train/runs/<time>/` with `metrics.json`, `config.json` and
 `train.log`; checkpoints go to `runs/<signature>/checkpoints/`, and running the same
@@ -97,6 +99,18 @@ class DigitsNet(torch.nn.Module):
   "metrics": {
     "metrics": ["accuracy", "precision", "recall"]
   }
+}
+""",
+    "flat_config.json": """\
+{
+  "epochs": 2,
+  "hyperparameters": {
+    "hidden": 32,
+    "batch_size": 64,
+    "learning_rate": 0.003
+  },
+  "metrics": ["accuracy"],
+  "plugins": ["console_out"]
 }
 """,
 }

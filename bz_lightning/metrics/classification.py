@@ -149,7 +149,22 @@ class Precision(_AveragedScore):
         self._init_average(average, name, task, num_classes)
 
 
-class Recall(_AveragedScore):
+class _NameFirstScore(_AveragedScore):
+    """The spec's ``Recall(name=None)`` / ``F1Score(name=None)``: ``name`` first, the rest
+    keyword-only (``Precision`` keeps ``average`` first, as documented)."""
+
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        average: Optional[Average] = None,
+        task: Optional[TaskName] = None,
+        num_classes: Optional[int] = None,
+    ) -> None:
+        self._init_average(average, name, task, num_classes)
+
+
+class Recall(_NameFirstScore):
     """Recall ``tp / (tp + fn)``, averaged over classes as scikit-learn's ``recall_score``.
 
     Args:
@@ -174,18 +189,8 @@ class Recall(_AveragedScore):
     _multiclass_cls = "MulticlassRecall"
     default_name = "recall"
 
-    def __init__(
-        self,
-        name: Optional[str] = None,
-        *,
-        average: Optional[Average] = None,
-        task: Optional[TaskName] = None,
-        num_classes: Optional[int] = None,
-    ) -> None:
-        self._init_average(average, name, task, num_classes)
 
-
-class F1Score(_AveragedScore):
+class F1Score(_NameFirstScore):
     """F1, the harmonic mean of precision and recall, averaged as scikit-learn's ``f1_score``.
 
     Args:
@@ -209,16 +214,6 @@ class F1Score(_AveragedScore):
     _binary_cls = "BinaryF1Score"
     _multiclass_cls = "MulticlassF1Score"
     default_name = "f1_score"
-
-    def __init__(
-        self,
-        name: Optional[str] = None,
-        *,
-        average: Optional[Average] = None,
-        task: Optional[TaskName] = None,
-        num_classes: Optional[int] = None,
-    ) -> None:
-        self._init_average(average, name, task, num_classes)
 
 
 class TopKAccuracy(ClassificationShim):
