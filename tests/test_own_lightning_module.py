@@ -26,7 +26,7 @@ EPOCHS = 3
 
 
 class OwnModule(pl.LightningModule):
-    """Logs ``train_loss`` (per step), ``train_acc`` (per epoch), ``val_loss`` and ``val_acc``,
+    """Logs ``train_loss`` (per step), ``train_acc`` (per step and epoch), ``val_loss`` and ``val_acc``,
     and records what it logged, per epoch, for the test to aggregate."""
 
     def __init__(self, return_loss: bool = True) -> None:
@@ -48,7 +48,8 @@ class OwnModule(pl.LightningModule):
     def training_step(self, batch, batch_idx):
         loss, acc, n = self._step(batch)
         self.log("train_loss", loss)
-        self.log("train_acc", acc, on_step=False, on_epoch=True)
+        # Both: Lightning adds train_acc_step and train_acc_epoch, which are not metrics of their own.
+        self.log("train_acc", acc, on_step=True, on_epoch=True)
         self.train_steps[-1].append((float(loss.detach()), float(acc), n))
         return loss if self.return_loss else {"other": loss.detach()}
 
