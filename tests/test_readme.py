@@ -263,13 +263,22 @@ class MyMetric(Metric):  # the spec's CustomMetric
         return self.sum / self.count if self.count else 0.0
 '''
 
+# An example that "works" while bz logs an error (a plugin failing every epoch because its
+# monitor does not exist, say) is broken too: each block must run without an error record.
 RUNNER = '''
-import sys, traceback
+import logging, sys, traceback
+_errors = []
+class _Errors(logging.Handler):
+    def emit(self, record):
+        _errors.append(record.getMessage().splitlines()[0])
+logging.getLogger("bz_lightning").addHandler(_Errors(logging.ERROR))
 _namespace = {"__name__": "__main__"}
 exec(compile(PRELUDE, "prelude", "exec"), _namespace)
 for _line, _source in BLOCKS:
     try:
         exec(compile(_source, f"README.md:{_line}", "exec"), _namespace)
+        if _errors:
+            raise RuntimeError(f"bz logged errors: {_errors}")
     except BaseException:
         traceback.print_exc()
         print(f"README BLOCK FAILED: README.md:{_line}", file=sys.stderr)
