@@ -219,3 +219,12 @@ def test_cli_names_of_the_spec() -> None:
     assert info.value.code == 0
     args = cli.create_parser().parse_args(["train", "--epochs", "2", "--device", "cpu", "--config", "c.json"])
     assert (args.command, args.epochs, args.device, args.config, args.resume) == ("train", 2, "cpu", "c.json", "auto")
+
+
+def test_config_errors_import_no_torch(tmp_path: Path) -> None:
+    """A typo costs a fraction of a second: nothing heavy is imported before it is reported."""
+    (tmp_path / "bz_config.json").write_text('{"plugins": ["consol_out"]}')
+    code = ("import sys\nfrom bz_lightning.cli.main import main\ntry:\n    main(['train'])\nexcept SystemExit as e:\n"
+            "    print(e.code, [m for m in ('torch', 'lightning', 'sklearn') if m in sys.modules])")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=120)
+    assert out.stdout.strip() == "2 []", out.stdout + out.stderr
