@@ -14,18 +14,16 @@ import logging
 import traceback
 from collections.abc import Iterable, Mapping, Sequence
 from types import MappingProxyType
-from typing import TYPE_CHECKING, Any, Literal
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 from lightning.pytorch.trainer.states import TrainerFn
 
-from bz_lightning.context import PluginContext, split_stats
+from bz_lightning._logged_stats import LoggedStats
+from bz_lightning.context import PluginContext, RunningStats, split_stats
 from bz_lightning.errors import BzConfigError, BzPluginError
 from bz_lightning.plugins.base import Plugin, implemented_stages
 from bz_lightning.stages import Stage
-
-if TYPE_CHECKING:
-    from bz_lightning.module import SplitStats
 
 __all__ = ["LifecycleCallback", "STAGE_HOOKS", "PluginFailure"]
 
@@ -102,9 +100,16 @@ class PluginFailure:
 class LifecycleCallback(pl.Callback):
     """Runs bz plugins from Lightning's hooks, in bz's stage order.
 
-    Add it to any ``lightning.Trainer`` that fits a ``BzModule``::
+    Add it to any ``lightning.Trainer``::
 
         trainer = lightning.Trainer(callbacks=[LifecycleCallback([MyPlugin()])])
+
+    With a ``BzModule`` the context's losses and metrics are the module's own. With any
+    other ``LightningModule`` they come from what Lightning tracks (see
+    ``bz_lightning._logged_stats``): the training loss is what ``training_step`` returns,
+    the validation loss the logged ``val_loss``, the metrics the logged ``train_<name>`` /
+    ``val_<name>`` values (``training_metrics`` from ``end_epoch`` on: Lightning aggregates
+    a training epoch's logged values at its end, after validation).
 
     Args:
         plugins: the plugins, called in this order at every stage.
@@ -151,6 +156,9 @@ class LifecycleCallback(pl.Callback):
         self._written_checkpoint: str | None = None
         # Known from `setup` on; plugins with `rank_zero_only` listen on rank 0 only.
         self._global_rank = 0
+        # Statistics kept from Lightning's values when the module is not a BzModule (set in
+        # `setup`); None for a BzModule, which keeps its own.
+        self._logged: dict[str, LoggedStats] | None = None
         self._bind_step_hooks()
         for plugin in plugins:
             self.add_plugin(plugin)
@@ -177,7 +185,9 @@ class LifecycleCallback(pl.Callback):
         for hook, stage in _STEP_HOOKS.items():
             # A subclass's own override always runs.
             inherited = getattr(type(self), hook) in (getattr(LifecycleCallback, hook), getattr(pl.Callback, hook))
-            if inherited and (stage is None or not self._listeners[stage]):
+            # Without a BzModule the batch ends count the batches and their losses.
+            counts = self._logged is not None and hook in ("on_train_batch_end", "on_validation_batch_end")
+            if inherited and not counts and (stage is None or not self._listeners[stage]):
                 self.__dict__[hook] = None
             else:
                 self.__dict__.pop(hook, None)
@@ -238,21 +248,29 @@ class LifecycleCallback(pl.Callback):
         elif stage is Stage.LOAD_CHECKPOINT:
             ctx.epoch = trainer.current_epoch
         elif stage is Stage.END_TRAINING_LOOP:
-            self._copy_stats(trainer, split_stats(module, "train"), validation=False, loop_end=True)
+            self._copy_stats(trainer, self._stats(module, "train"), validation=False, loop_end=True)
             self._copy_run_state(module)
         elif stage is Stage.START_VALIDATION_LOOP:
             _reset_validation(ctx)
         elif stage is Stage.END_VALIDATION_LOOP:
-            self._copy_stats(trainer, split_stats(module, "val"), validation=True, loop_end=True)
+            self._copy_stats(trainer, self._stats(module, "val"), validation=True, loop_end=True)
+        elif stage is Stage.END_EPOCH and self._logged is not None:
+            # Lightning aggregates the module's logged training values at the epoch's end,
+            # after validation: end_training_loop may have come before them.
+            ctx.training_metrics = dict(self._logged["train"].metric_values())
         elif stage is Stage.END_TRAINING_SESSION:
             self._copy_run_state(module)
         elif self._listeners[stage]:
             # Batch stages: the running totals become floats only when somebody listens.
             if stage is Stage.END_TRAINING_BATCH:
-                self._copy_stats(trainer, split_stats(module, "train"), validation=False, loop_end=False)
+                self._copy_stats(trainer, self._stats(module, "train"), validation=False, loop_end=False)
             elif stage is Stage.END_VALIDATION_BATCH:
-                self._copy_stats(trainer, split_stats(module, "val"), validation=True, loop_end=False)
+                self._copy_stats(trainer, self._stats(module, "val"), validation=True, loop_end=False)
         self.dispatch(stage)
+
+    def _stats(self, module: pl.LightningModule, split: str) -> RunningStats | None:
+        """The running statistics of ``split``: the BzModule's own, else the bridge's."""
+        return self._logged[split] if self._logged is not None else split_stats(module, split)
 
     def _copy_run_state(self, module: pl.LightningModule) -> None:
         """What the end-of-run summary reports: skipped batches and fallbacks."""
@@ -260,7 +278,8 @@ class LifecycleCallback(pl.Callback):
         extra["skipped_batches"] = getattr(module, "skipped_batches", 0)
         extra["warnings"] = list(getattr(module, "run_warnings", []))
 
-    def _copy_stats(self, trainer: pl.Trainer, stats: SplitStats | None, *, validation: bool, loop_end: bool) -> None:
+    def _copy_stats(self, trainer: pl.Trainer, stats: RunningStats | None, *, validation: bool,
+                    loop_end: bool) -> None:
         """The split's running loss total and batch count into the context, and at a loop's
         end its metrics. Under DDP a loop's end totals are summed over all processes (one
         all-reduce per loop, never per step), so every process's plugins decide alike."""
@@ -312,6 +331,12 @@ class LifecycleCallback(pl.Callback):
         # The first hook that knows the process's rank: plugins that write stop listening
         # everywhere but on rank 0.
         self._global_rank = trainer.global_rank
+        if split_stats(pl_module, "train") is None:  # not a BzModule: keep what Lightning tracks
+            self._logged = {"train": LoggedStats("train", loss_from_log=False),
+                            "val": LoggedStats("val", loss_from_log=True)}
+        else:
+            self._logged = None
+        self._bind_step_hooks()
         bar = trainer.progress_bar_callback
         if bar is not None and any(p.shows_progress for p in self.plugins if p.name not in self.disabled):
             bar.disable()  # a plugin shows progress: one display, not two
@@ -326,12 +351,19 @@ class LifecycleCallback(pl.Callback):
         self.context.extra["model"] = getattr(pl_module, "model", pl_module)
         self.context.extra["lightning_module"] = pl_module
         self.context.extra["trainer"] = trainer
+        # Where plugins read running losses and metrics without a BzModule (context.running_stats).
+        if self._logged is not None:
+            self.context.extra["split_stats"] = self._logged
+        else:
+            self.context.extra.pop("split_stats", None)
         # The same list the bridge appends to, for end-of-run summaries.
         self.context.extra["plugin_failures"] = self.failures
         self._on_hook("on_train_start", trainer, pl_module)
         self._restored_epoch = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._logged is not None:
+            self._logged["train"].reset()
         self._on_hook("on_train_epoch_start", trainer, pl_module)
 
     def on_train_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
@@ -340,9 +372,11 @@ class LifecycleCallback(pl.Callback):
 
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                            batch: Any, batch_idx: int) -> None:
-        self._on_batch(Stage.END_TRAINING_BATCH, trainer, pl_module, batch_idx)
+        self._on_batch(Stage.END_TRAINING_BATCH, trainer, pl_module, batch_idx, outputs, "train")
 
     def on_validation_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._logged is not None:
+            self._logged["val"].reset()
         self._on_hook("on_validation_start", trainer, pl_module)
 
     def on_validation_batch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule, batch: Any,
@@ -351,18 +385,30 @@ class LifecycleCallback(pl.Callback):
 
     def on_validation_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any,
                                 batch: Any, batch_idx: int, dataloader_idx: int = 0) -> None:
-        self._on_batch(Stage.END_VALIDATION_BATCH, trainer, pl_module, batch_idx)
+        self._on_batch(Stage.END_VALIDATION_BATCH, trainer, pl_module, batch_idx, outputs, "val")
 
-    def _on_batch(self, stage: Stage, trainer: pl.Trainer, module: pl.LightningModule, batch_idx: int) -> None:
-        # The per-step path: nothing but a lookup unless a plugin implements the stage.
-        if self._listeners[stage] and not trainer.sanity_checking and trainer.state.fn == TrainerFn.FITTING:
-            self.context.extra["batch_index"] = batch_idx
-            self._fire(stage, trainer, module)
+    def _on_batch(self, stage: Stage, trainer: pl.Trainer, module: pl.LightningModule, batch_idx: int,
+                  outputs: Any = None, counted: str | None = None) -> None:
+        # The per-step path: nothing but a lookup unless a plugin implements the stage (or,
+        # without a BzModule, the batch is to be counted).
+        listening = self._listeners[stage]
+        logged = self._logged
+        if (listening or (logged is not None and counted)) and not trainer.sanity_checking \
+                and trainer.state.fn == TrainerFn.FITTING:
+            if logged is not None and counted:
+                logged[counted].add_batch(outputs)
+            if listening:
+                self.context.extra["batch_index"] = batch_idx
+                self._fire(stage, trainer, module)
 
     def on_validation_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._logged is not None and not trainer.sanity_checking:
+            self._logged["val"].read_logged(trainer.callback_metrics)
         self._on_hook("on_validation_end", trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if self._logged is not None:
+            self._logged["train"].read_logged(trainer.callback_metrics)
         self._on_hook("on_train_epoch_end", trainer, pl_module)
         self._written_checkpoint = None
         # A stop requested at any stage of this epoch takes effect now: Lightning checks

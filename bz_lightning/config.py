@@ -9,6 +9,9 @@ come from the YAML in ``conf``, and the defaults here follow it where it sets pl
 Nodes with a ``_target_`` are checked against the schema registered for that target;
 a user's own target (no schema here) is checked when it is instantiated.
 
+It also holds bz's configuration API for ``train.py`` (``get_config_manager``,
+``load_config``, ``BzConfig``...; see ``bz_lightning._config_manager``).
+
 Importing this module does not import torch.
 """
 
@@ -55,11 +58,12 @@ class ResumeMode(str, Enum):
     must = "must"
 
 
-class PluginErrors(str, Enum):
-    """``trainer.plugin_errors``: see ``LifecycleCallback``."""
-
-    log = "log"
-    raise_ = "raise"
+# OmegaConf checks an enum option by member *name*, and `raise` cannot be a name in a class
+# body (a member `raise_` refused `plugin_errors=raise`): these two are built by name.
+#: ``trainer.plugin_errors``: see ``LifecycleCallback``.
+PluginErrors = Enum("PluginErrors", {"log": "log", "raise": "raise"}, type=str)
+#: ``trainer.on_checkpoint_error``: see ``Trainer.train``.
+CheckpointErrors = Enum("CheckpointErrors", {"log": "log", "raise": "raise"}, type=str)
 
 
 @dataclass
@@ -198,7 +202,8 @@ class TrainerConfig:
     fast_dev_run: Any = False
     overfit_batches: Any = 0.0
     log_every_n_steps: int = 50
-    plugin_errors: PluginErrors = PluginErrors.log
+    plugin_errors: PluginErrors = PluginErrors["log"]
+    on_checkpoint_error: CheckpointErrors = CheckpointErrors["log"]
     strategy: Optional[str] = None
     devices: Any = None
     num_nodes: Optional[int] = None
@@ -272,4 +277,20 @@ class TrainingSpecification:
     training_loader: Any
     validation_loader: Any
     hyperparameters: Dict[str, Any]
+
+
+# bz's configuration API (get_config_manager, load_config, BzConfig...): its own module,
+# public here as the spec's bz.config.
+from bz_lightning._config_manager import (  # noqa: E402
+    BzConfig,
+    ConfigManager,
+    MetricsConfig,
+    PluginConfig,
+    TrainingConfig,
+    get_config_manager,
+    load_config,
+)
+
+__all__ += ["BzConfig", "ConfigManager", "MetricsConfig", "PluginConfig", "TrainingConfig", "get_config_manager",
+            "load_config"]
 

@@ -3,12 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict
+from typing import TYPE_CHECKING, Any, Dict, Protocol
 
 if TYPE_CHECKING:
     from bz_lightning.module import SplitStats
 
-__all__ = ["PluginContext", "epoch_values", "mean", "split_stats"]
+__all__ = ["PluginContext", "RunningStats", "epoch_values", "mean", "running_stats", "split_stats"]
 
 
 @dataclass
@@ -65,11 +65,44 @@ def epoch_values(context: PluginContext, train: str = "training_", val: str = "v
     return values
 
 
+class RunningStats(Protocol):
+    """A split's statistics within the current loop: what the bridge copies into the context.
+
+    ``BzModule`` keeps its own (``SplitStats``); for any other ``LightningModule`` the bridge
+    keeps them from what Lightning tracks (``bz_lightning._logged_stats.LoggedStats``).
+    """
+
+    @property
+    def count(self) -> int:
+        """Batches counted in ``loss_total``."""
+
+    @property
+    def loss_total(self) -> float:
+        """Sum of those batches' losses."""
+
+    @property
+    def last_loss(self) -> Any:
+        """The last batch's loss (a float or a scalar tensor), or ``None``."""
+
+    def metric_values(self) -> dict[str, float]:
+        """Each metric's value so far, by name."""
+
+
 def split_stats(module: Any, split: str) -> SplitStats | None:
     """``module``'s running statistics of ``split`` (``"train"``, ``"val"``, ``"test"``) when it
-    is a ``BzModule``; ``None`` for any other module (or none)."""
+    is a ``BzModule`` (a ``SplitStats``); ``None`` for any other module (or none)."""
     stats = getattr(module, "stats", None)
     return stats.get(split) if isinstance(stats, dict) else None
+
+
+def running_stats(context: PluginContext, split: str) -> RunningStats | None:
+    """The running statistics of ``split`` (``"train"`` or ``"val"``) in the run ``context``
+    belongs to, whatever its ``LightningModule``: the ones the bridge publishes in
+    ``context.extra["split_stats"]``, else the ``BzModule``'s own."""
+    published = context.extra.get("split_stats")
+    if isinstance(published, dict) and split in published:
+        return published[split]  # type: ignore[no-any-return]
+    return split_stats(context.extra.get("lightning_module"), split)
 
 
 def mean(total: float, count: int) -> float:

@@ -23,6 +23,7 @@ if TYPE_CHECKING:
     from bz_lightning._batch_guard import BatchErrorPolicy, NonFinitePolicy, SkippedBatch
     from bz_lightning.bridge import LifecycleCallback, PluginErrorPolicy, PluginFailure
     from bz_lightning.checkpointing import ResumeMode
+    from bz_lightning.checkpointing.failures import CheckpointErrorPolicy, CheckpointFailure
     from bz_lightning.checkpointing.run import RunCheckpoints
     from bz_lightning.metrics.base import Metric
     from bz_lightning.module import BzModule, OptimizerLike, SchedulerLike
@@ -45,6 +46,8 @@ class TrainingResult:
         plugin_failures: plugin calls that raised (with tracebacks), in order.
         skipped_batches: training batches skipped under ``on_batch_error="skip"`` or
             ``on_nonfinite_loss="skip"`` (epoch, batch index, reason, traceback).
+        checkpoint_failures: checkpoint (and ``result.json``) writes that failed under
+            ``on_checkpoint_error="log"`` (path, epoch, error), in order.
         warnings: fallbacks that happened (e.g. ``torch.compile`` unavailable).
         module / lightning_trainer: the objects that ran, for further use.
         duration_s: wall time of ``fit``.
@@ -65,6 +68,7 @@ class TrainingResult:
     stopped_early: bool
     plugin_failures: list[PluginFailure] = field(default_factory=list)
     skipped_batches: list[SkippedBatch] = field(default_factory=list)
+    checkpoint_failures: list[CheckpointFailure] = field(default_factory=list)
     warnings: list[str] = field(default_factory=list)
     module: BzModule | None = None
     lightning_trainer: pl.Trainer | None = None
@@ -136,6 +140,7 @@ class Trainer:
         resume: ResumeMode = "auto",
         runs_root: str | None = None,
         config: Mapping[str, Any] | None = None,
+        on_checkpoint_error: CheckpointErrorPolicy = "log",
         **lightning_kwargs: Any,
     ) -> TrainingResult:
         """Train ``model`` and return the final context and metrics.
@@ -173,6 +178,11 @@ class Trainer:
             runs_root: the root of per-signature run directories (default ``runs``).
             config: the resolved run configuration; it defines the signature (with the
                 model, optimizer and loss). Without it ``hyperparameters`` does.
+            on_checkpoint_error: ``"log"`` (default): a checkpoint write that fails
+                (``OSError``, e.g. a full disk, or ``BzCheckpointError``) is logged with the
+                path and the error, the file there stays the last good checkpoint, the
+                failure is counted in ``checkpoint_failures`` and the console summary, and
+                training goes on; ``"raise"``: the error stops the run.
             **lightning_kwargs: passed to ``lightning.Trainer`` (``precision``,
                 ``gradient_clip_val``, ``accumulate_grad_batches``, ``deterministic``,
                 ``logger``, ``enable_progress_bar``, ...).
@@ -184,6 +194,7 @@ class Trainer:
             BzPluginError: a plugin failed under ``plugin_errors="raise"``.
             BzCheckpointError: ``resume="must"`` found nothing to continue from, or the
                 checkpoint directory holds another signature's checkpoints.
+            OSError: a checkpoint write failed under ``on_checkpoint_error="raise"``.
             Preempted: SIGTERM stopped training after saving ``last.ckpt`` (a ``SystemExit``
                 with code 143; re-running the same call continues).
         """
@@ -201,6 +212,8 @@ class Trainer:
             metrics=metrics,
         )
         device_args = lightning_device_args(device)
+        if on_checkpoint_error not in ("log", "raise"):
+            raise BzConfigError(f"on_checkpoint_error must be 'log' or 'raise', got {on_checkpoint_error!r}")
         checkpoints: RunCheckpoints | None = None
         if checkpoint_interval or checkpoint_dir is not None or runs_root is not None:
             from bz_lightning.checkpointing.run import RunCheckpoints
@@ -209,6 +222,7 @@ class Trainer:
                 model=model, optimizer=optimizer, loss_fn=loss_fn,
                 config=config if config is not None else {"hyperparameters": hyperparameters or {}},
                 checkpoint_dir=checkpoint_dir, runs_root=runs_root, resume=resume,
+                on_checkpoint_error=on_checkpoint_error,
             )
             stored = checkpoints.finished_result(epochs)
             if stored is not None:
@@ -244,6 +258,8 @@ class Trainer:
         if checkpoints is not None:
             training_loader = checkpoints.wrap_loader(training_loader)
             first, last = checkpoints.callbacks(bridge, checkpoint_interval)
+            # The same list the writes append to, for the end-of-run summary.
+            bridge.context.extra["checkpoint_failures"] = checkpoints.writes.failures
             options["plugins"] = [checkpoints.checkpoint_io(), *_as_list(lightning_kwargs.get("plugins"))]
         options["callbacks"] = [*first, bridge, *user_callbacks, *last]
         lightning_trainer = pl.Trainer(**options)
@@ -281,6 +297,7 @@ class Trainer:
             result.signature = checkpoints.signature
             result.checkpoint_dir = str(checkpoints.directory)
             result.resumed_from = checkpoints.ckpt_path
+            result.checkpoint_failures = checkpoints.writes.failures  # result.json's write joins it
             if lightning_trainer.is_global_zero:
                 checkpoints.store_result(_stored_fields(result, epochs))
         return result

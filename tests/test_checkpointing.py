@@ -172,6 +172,19 @@ def test_every_file_written_loads_with_weights_only(tmp_path, train_loader, val_
     assert find_latest_checkpoint_epoch(tmp_path / "ckpt") == 2
 
 
+def test_latest_checkpoint_epoch_counts_last_ckpt(tmp_path, train_loader) -> None:
+    """With checkpoint_interval=0 only last.ckpt exists; with an interval, last.ckpt may be
+    newer than the newest epoch-N.ckpt."""
+    _train(train_loader, tmp_path / "last_only", epochs=2)
+    assert sorted(p.name for p in (tmp_path / "last_only").iterdir()) == ["last.ckpt", "result.json"]
+    assert find_latest_checkpoint_epoch(tmp_path / "last_only") == 2
+    _train(train_loader, tmp_path / "both", epochs=3, checkpoint_interval=2)
+    assert find_latest_checkpoint_epoch(tmp_path / "both") == 3
+    (tmp_path / "both" / "last.ckpt").write_bytes(b"truncated")
+    assert find_latest_checkpoint_epoch(tmp_path / "both") == 2  # unreadable: logged, not counted
+    assert find_latest_checkpoint_epoch(tmp_path / "none") is None
+
+
 def test_rerun_resumes_fires_load_checkpoint_and_raising_epochs_continues(tmp_path, train_loader, caplog) -> None:
     _, first = _train(train_loader, tmp_path / "ckpt", epochs=2)
     assert first.resumed_from is None and first.epochs_completed == 2

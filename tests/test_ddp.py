@@ -33,8 +33,8 @@ def test_two_process_metrics_equal_single_process(tmp_path: Path) -> None:
     assert rank0["world_size"] == rank1["world_size"] == 2
     # torchmetrics reduces the accuracy over both processes' halves of the validation set
     # (computed from the counts F1 keeps, which the two metrics share).
-    assert rank0["validation_metrics"]["Accuracy"] == single["validation_metrics"]["Accuracy"]
-    assert rank0["validation_metrics"]["F1Score"] == pytest.approx(single["validation_metrics"]["F1Score"], abs=1e-6)
+    assert rank0["validation_metrics"]["accuracy"] == single["validation_metrics"]["accuracy"]
+    assert rank0["validation_metrics"]["f1_score"] == pytest.approx(single["validation_metrics"]["f1_score"], abs=1e-6)
     assert rank0["validation_metrics"] == rank1["validation_metrics"]
     assert rank0["validation_loss"] == pytest.approx(single["validation_loss"], rel=1e-6)
     # The bridge sums loss totals and batch counts: every process's plugins see the same.

@@ -49,9 +49,9 @@ def expected_multiclass(data) -> dict[str, float]:
     p = np.concatenate([s.argmax(1).numpy() for s, _ in data])
     scores = np.concatenate([s.numpy() for s, _ in data])
     return {
-        "Accuracy": skm.accuracy_score(y, p),
-        "F1Score": skm.f1_score(y, p, average="macro", zero_division=0),
-        "Precision": skm.precision_score(y, p, average="macro", zero_division=0),
+        "accuracy": skm.accuracy_score(y, p),
+        "f1_score": skm.f1_score(y, p, average="macro", zero_division=0),
+        "precision": skm.precision_score(y, p, average="macro", zero_division=0),
         "recall_w": skm.recall_score(y, p, average="weighted", zero_division=0),
         "precision_micro": skm.precision_score(y, p, average="micro", zero_division=0),
         "top3": skm.top_k_accuracy_score(y, scores, k=3, labels=range(scores.shape[1])),
@@ -60,7 +60,7 @@ def expected_multiclass(data) -> dict[str, float]:
 
 
 def multiclass_metrics() -> list[Metric]:
-    return [Accuracy(), F1Score("macro"), Precision("macro"), Recall("weighted", name="recall_w"),
+    return [Accuracy(), F1Score(average="macro"), Precision("macro"), Recall(average="weighted", name="recall_w"),
             Precision("micro", name="precision_micro"), TopKAccuracy(3, name="top3"), ArgmaxHits()]
 
 
@@ -85,7 +85,7 @@ def test_only_one_metric_per_group_updates_after_the_first_batch() -> None:
 
 
 def test_binary_scores_averaged_over_both_classes_share_and_match_scikit_learn() -> None:
-    members = [Precision("macro"), Recall("macro"), F1Score("weighted"), F1Score("binary", name="f1_pos"),
+    members = [Precision("macro"), Recall(average="macro"), F1Score(average="weighted"), F1Score(average="binary", name="f1_pos"),
                Accuracy()]
     metrics = MetricSet(members)
     data = batches(1, 4, classes=2, binary=True)
@@ -94,11 +94,11 @@ def test_binary_scores_averaged_over_both_classes_share_and_match_scikit_learn()
     y = np.concatenate([t.numpy() for _, t in data])
     p = np.concatenate([(s > 0).long().numpy() for s, _ in data])
     assert metrics.compute() == pytest.approx({
-        "Precision": skm.precision_score(y, p, average="macro"),
-        "Recall": skm.recall_score(y, p, average="macro"),
-        "F1Score": skm.f1_score(y, p, average="weighted"),
+        "precision": skm.precision_score(y, p, average="macro"),
+        "recall": skm.recall_score(y, p, average="macro"),
+        "f1_score": skm.f1_score(y, p, average="weighted"),
         "f1_pos": skm.f1_score(y, p),
-        "Accuracy": skm.accuracy_score(y, p),
+        "accuracy": skm.accuracy_score(y, p),
     }, abs=1e-6)
     # The 2-class averages share one count; the binary ones are other torchmetrics classes.
     assert metrics._updating == [members[0], members[3], members[4]]
@@ -106,7 +106,7 @@ def test_binary_scores_averaged_over_both_classes_share_and_match_scikit_learn()
 
 def test_metrics_that_count_differently_are_not_grouped() -> None:
     """Top-k counts differ with k and from the top-1 counts; they update on their own."""
-    members = [F1Score("macro"), TopKAccuracy(2), TopKAccuracy(3, name="top3"), ArgmaxHits()]
+    members = [F1Score(average="macro"), TopKAccuracy(2), TopKAccuracy(3, name="top3"), ArgmaxHits()]
     metrics = MetricSet(members)
     data = batches(2, 3, classes=6)
     for preds, targets in data:
@@ -130,7 +130,7 @@ def test_batches_reach_torchmetrics_together_with_the_same_result() -> None:
     gen = torch.Generator().manual_seed(3)
     multiclass = [(torch.randn(16, 5, generator=gen), torch.randint(0, 5, (16,), generator=gen)) for _ in range(n)]
     cases = [
-        (F1Score("macro"), tmc.MulticlassF1Score(5, average="macro"), multiclass),
+        (F1Score(average="macro"), tmc.MulticlassF1Score(5, average="macro"), multiclass),
         (TopKAccuracy(2), tmc.MulticlassAccuracy(5, top_k=2, average="micro"), multiclass),
     ]
     # Binary batches alternate between probabilities and logits: torchmetrics decides which
@@ -138,7 +138,7 @@ def test_batches_reach_torchmetrics_together_with_the_same_result() -> None:
     binary = [((torch.rand(16, generator=gen) if i % 2 else torch.randn(16, generator=gen) * 2),
                torch.randint(0, 2, (16,), generator=gen)) for i in range(n)]
     cases += [(Accuracy(), tmc.BinaryAccuracy(), binary),
-              (F1Score("binary"), tmc.BinaryF1Score(), binary)]
+              (F1Score(average="binary"), tmc.BinaryF1Score(), binary)]
     regression = [(torch.randn(16, 1, generator=gen), torch.randn(16, generator=gen)) for _ in range(n)]
     cases += [(MeanSquaredError(), tmr.MeanSquaredError(), [(p[:, 0], t) for p, t in regression]),
               (MeanAbsoluteError(), tmr.MeanAbsoluteError(), [(p[:, 0], t) for p, t in regression])]

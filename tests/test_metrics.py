@@ -106,10 +106,49 @@ def test_average_binary_is_the_positive_class(cls, sk_fn, kind: str) -> None:
     assert run(cls(average="binary"), data) == pytest.approx(expected)
 
 
-def test_precision_default_average_is_micro() -> None:
+@pytest.mark.parametrize(("cls", "sk_fn"), SCORES, ids=lambda v: getattr(v, "__name__", ""))
+def test_default_average_is_micro_on_multiclass_data(cls, sk_fn) -> None:
     data = batches("multiclass", seed=5)
-    assert Precision().average == Recall().average == F1Score().average == "micro"
-    assert run(Precision(), data) == pytest.approx(sklearn_value(skm.precision_score, "multiclass", data, average="micro"))
+    assert cls().average is None
+    assert run(cls(), data) == pytest.approx(sklearn_value(sk_fn, "multiclass", data, average="micro"))
+
+
+@pytest.mark.parametrize("kind", ["binary_logits", "binary_probs"])
+@pytest.mark.parametrize(("cls", "sk_fn"), SCORES, ids=lambda v: getattr(v, "__name__", ""))
+def test_default_average_on_binary_data_is_the_positive_class(cls, sk_fn, kind: str) -> None:
+    """scikit-learn's default (average="binary"), not micro-averaging over both classes
+    (which equals the accuracy)."""
+    data = batches(kind, seed=11)
+    expected = sklearn_value(sk_fn, kind, data, zero_division=0)  # sklearn's own default average
+    accuracy = sklearn_value(skm.accuracy_score, kind, data)
+    assert expected != pytest.approx(accuracy)  # the data tells the two apart
+    assert run(cls(), data) == pytest.approx(expected)
+
+
+def test_built_in_metrics_report_under_their_registry_names() -> None:
+    for name in SPEC_NAMES:
+        assert get_metric(name).name == name
+    assert (Accuracy().name, Precision().name, Recall().name, F1Score().name) == (
+        "accuracy", "precision", "recall", "f1_score")
+    assert (MeanSquaredError().name, MeanAbsoluteError().name) == ("mse", "mae")
+    assert TopKAccuracy(k=3).name == "top3_accuracy"
+    assert Accuracy(name="acc").name == "acc"
+
+
+def test_signatures_follow_the_spec() -> None:
+    assert Recall("r").name == "r" and F1Score("f").name == "f"  # name first
+    assert Precision("macro").average == "macro"  # average first, as documented
+    with pytest.raises(TypeError):
+        Recall("r", "macro")  # type: ignore[misc]  # average is keyword-only
+    assert get_metric(metric_name="precision", average="weighted").average == "weighted"
+
+
+def test_two_metrics_under_one_name_are_refused() -> None:
+    from bz_lightning.metrics._shared import MetricSet
+
+    with pytest.raises(ValueError, match="two metrics report under the name 'precision'.*give one of them another name"):
+        MetricSet([Precision(), Precision("macro")])
+    MetricSet([Precision(), Precision("macro", name="precision_macro")])
 
 
 @pytest.mark.parametrize("k", [1, 2, 3, 5])
@@ -180,14 +219,14 @@ def test_state_is_created_lazily_on_the_batch_device() -> None:
 @pytest.mark.gpu
 def test_state_stays_on_the_gpu() -> None:
     data = [(p.cuda(), t.cuda()) for p, t in batches("multiclass")]
-    metric = F1Score("macro")
+    metric = F1Score(average="macro")
     value = run(metric, data)
     assert all(t.device.type == "cuda" for t in metric._tm.metric_state.values())
     cpu = [(p.cpu(), t.cpu()) for p, t in data]
-    assert value == pytest.approx(run(F1Score("macro"), cpu))
+    assert value == pytest.approx(run(F1Score(average="macro"), cpu))
 
 
-@pytest.mark.parametrize("metric", [Accuracy(), Precision("macro"), F1Score("weighted"), TopKAccuracy(2)], ids=repr)
+@pytest.mark.parametrize("metric", [Accuracy(), Precision("macro"), F1Score(average="weighted"), TopKAccuracy(2)], ids=repr)
 def test_update_after_the_first_batch_never_syncs(metric: Metric, monkeypatch: pytest.MonkeyPatch) -> None:
     """No ``.item()``, ``.tolist()``, ``bool(tensor)`` or ``.cpu()`` per batch for multiclass scores."""
     data = batches("multiclass")
@@ -250,7 +289,7 @@ def test_mismatched_shapes(preds, targets, match: str) -> None:
 
 
 def test_shape_change_after_the_first_batch() -> None:
-    metric = F1Score("macro")
+    metric = F1Score(average="macro")
     metric.update(torch.randn(4, 3), torch.tensor([0, 1, 2, 0]))
     with pytest.raises(ValueError, match=r"F1Score: preds of shape \(4, 5\) .* inferred from the first batch: multiclass scores of shape \(N, 3\)"):
         metric.update(torch.randn(4, 5), torch.tensor([0, 1, 2, 0]))
@@ -321,7 +360,7 @@ def test_list_available_metrics_is_the_spec_list() -> None:
 def test_get_metric_builds_each_builtin(name: str, cls) -> None:
     metric = get_metric(name)
     assert type(metric) is cls
-    assert metric.name == cls.__name__
+    assert metric.name == name
 
 
 def test_get_metric_passes_kwargs() -> None:

@@ -63,30 +63,30 @@ def test_custom_metric_from_the_spec_trains_and_is_reported() -> None:
         metrics=[CustomMetric(), CustomMetric(name="l1"), MeanAbsoluteError(), MeanSquaredError(name="mse")],
     )
     train, val = result.context.training_metrics, result.context.validation_metrics
-    assert set(train) == set(val) == {"CustomMetric", "l1", "MeanAbsoluteError", "mse"}
+    assert set(train) == set(val) == {"CustomMetric", "l1", "mae", "mse"}
     # Same batches, same weights: the spec's per-batch .item() metric and the torchmetrics one agree.
-    assert train["CustomMetric"] == pytest.approx(train["MeanAbsoluteError"], rel=1e-5)
+    assert train["CustomMetric"] == pytest.approx(train["mae"], rel=1e-5)
     assert train["l1"] == train["CustomMetric"]
     # Validation runs after the last epoch's steps: recompute with the final model.
     preds, targets = outputs(model, val_loader)
     assert val["CustomMetric"] == pytest.approx(float((preds - targets).abs().mean()), rel=1e-5)
     assert val["mse"] == pytest.approx(float(((preds - targets) ** 2).mean()), rel=1e-5)
     logged = result.lightning_trainer.callback_metrics
-    for name in ("CustomMetric", "l1", "MeanAbsoluteError", "mse"):
+    for name in ("CustomMetric", "l1", "mae", "mse"):
         assert float(logged[f"train_{name}"]) == pytest.approx(train[name])
         assert float(logged[f"val_{name}"]) == pytest.approx(val[name])
 
 
 def classification_metrics() -> list[Metric]:
-    return [Accuracy(), Precision("macro"), F1Score("weighted", name="f1"), TopKAccuracy(k=2, name="top2")]
+    return [Accuracy(), Precision("macro"), F1Score(average="weighted", name="f1"), TopKAccuracy(k=2, name="top2")]
 
 
 def expected_classification(model: nn.Module, loader: DataLoader) -> dict[str, float]:
     logits, targets = outputs(model, loader)
     y_true, y_pred = targets.numpy(), logits.argmax(1).numpy()
     return {
-        "Accuracy": skm.accuracy_score(y_true, y_pred),
-        "Precision": skm.precision_score(y_true, y_pred, average="macro", zero_division=0),
+        "accuracy": skm.accuracy_score(y_true, y_pred),
+        "precision": skm.precision_score(y_true, y_pred, average="macro", zero_division=0),
         "f1": skm.f1_score(y_true, y_pred, average="weighted", zero_division=0),
         "top2": float((logits.topk(2, 1).indices == targets[:, None]).any(1).float().mean()),
     }
@@ -134,5 +134,5 @@ def test_each_split_gets_its_own_copy_of_a_metric(model, train_loader, val_loade
     assert metric._tm is None  # the user's object is a template, never updated
     train_metric, val_metric = module.stats["train"].metrics[0], module.stats["val"].metrics[0]
     assert train_metric is not val_metric
-    assert train_metric.compute() == pytest.approx(expected_classification(model, train_loader)["Accuracy"])
-    assert val_metric.compute() == pytest.approx(expected_classification(model, val_loader)["Accuracy"])
+    assert train_metric.compute() == pytest.approx(expected_classification(model, train_loader)["accuracy"])
+    assert val_metric.compute() == pytest.approx(expected_classification(model, val_loader)["accuracy"])

@@ -97,6 +97,42 @@ def test_single_config_parameter_gets_the_whole_dict():
     assert registry.create_plugin("old", {"a": 1, "b": 2}).config == {"a": 1, "b": 2}
 
 
+def test_registered_dict_is_the_config_of_a_plugin_taking_config():
+    """The spec's register(name, cls, config): a class whose constructor takes ``config``
+    (the base Plugin(name, config) too) gets the dict when its keys are not parameters."""
+
+    class Mine(Plugin):
+        pass
+
+    registry = PluginRegistry(entry_points=False)
+    registry.register("mine", Mine, {"a": 1})
+    made = registry.create_plugin("mine")
+    assert isinstance(made, Mine) and made.config == {"a": 1}
+    assert registry.create_plugin("mine", {"b": 2}).config == {"a": 1, "b": 2}
+    with pytest.raises(BzConfigError, match=r"'mine' has no option 'a'.*allowed: name, config"):
+        registry.create_plugin("mine", {"name": "m"})  # a parameter mixed with config keys
+    registry.register("plain", Mine)
+    assert registry.create_plugin("plain", {"name": "m"}).name == "m"  # parameters stay parameters
+
+    class Typed(Plugin):
+        def __init__(self, every: int = 1, config=None):
+            super().__init__(config=config)
+            self.every = every
+
+    registry.register("typed", Typed)
+    assert registry.create_plugin("typed", {"every": 3}).every == 3
+    assert registry.create_plugin("typed", {"colour": "red"}).config == {"colour": "red"}
+    with pytest.raises(BzConfigError, match=r"'typed' has no option 'evry' \(did you mean 'every'\?\)"):
+        registry.create_plugin("typed", {"every": 3, "evry": 2})
+
+
+def test_plugin_context_imports_from_the_plugins_package():
+    from bz_lightning.context import PluginContext
+    from bz_lightning.plugins import PluginContext as FromPlugins
+
+    assert FromPlugins is PluginContext
+
+
 def test_unregister_builtin_and_register_replacement():
     registry = PluginRegistry(entry_points=False)
     registry.unregister("tensorboard")

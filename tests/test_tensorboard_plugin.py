@@ -173,3 +173,19 @@ def test_batch_log_interval_writes_every_nth_batch_of_each_epoch(model, tmp_path
 def test_batch_log_interval_must_be_a_positive_int(interval):
     with pytest.raises(ValueError, match=f"batch_log_interval must be an int >= 1, got {interval!r}"):
         TensorBoardPlugin(3, batch_log_interval=interval)
+
+
+def test_writer_is_a_settable_attribute(model, train_loader, tmp_path):
+    """Tests and users replace the writer (the spec's ``self.writer = SummaryWriter(...)``)."""
+    from torch.utils.tensorboard import SummaryWriter
+
+    board = TensorBoardPlugin(len(train_loader), log_dir=str(tmp_path / "configured"))
+    replacement = SummaryWriter(str(tmp_path / "replacement"))
+    board.writer = replacement
+    assert board.writer is replacement
+    trainer = Trainer()
+    trainer.add_plugin(board)
+    trainer.train(model, torch.optim.SGD(model.parameters(), lr=0.1), nn.CrossEntropyLoss(), train_loader,
+                  device="cpu", compile=False, epochs=1)
+    assert [e.step for e in read(tmp_path / "replacement").Scalars("loss/train")] == [0]
+    assert not (tmp_path / "configured").exists()  # nothing went to the writer it replaced

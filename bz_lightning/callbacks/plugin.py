@@ -9,7 +9,7 @@ from functools import partial
 from typing import TYPE_CHECKING, Any, ClassVar
 
 from bz_lightning.callbacks.base import HOOK_STAGES, TrainingCallback, check_callback
-from bz_lightning.context import PluginContext, epoch_values, split_stats
+from bz_lightning.context import PluginContext, epoch_values, running_stats
 from bz_lightning.plugins.base import Plugin
 
 if TYPE_CHECKING:
@@ -106,9 +106,9 @@ class TrainerView:
 
 
 def _batch_logs(ctx: PluginContext) -> dict[str, Any]:
-    stats = split_stats(ctx.extra.get("lightning_module"), "train")
+    stats = running_stats(ctx, "train")
     if stats is None or stats.last_loss is None:
-        return {}  # not a BzModule: Lightning gives the bridge no loss to report
+        return {}  # the step returned no loss
     return {"loss": float(stats.last_loss), **stats.metric_values()}
 
 

@@ -7,6 +7,7 @@
 * ``rng``: RNG state as plain data and the loader replay behind exact mid-epoch resume.
 * ``callbacks``: ``EpochCheckpoint`` (``epoch-N.ckpt``), ``ResumeCheckpoint``
   (``last.ckpt``, RNG, SIGTERM) and ``Preempted``.
+* ``failures``: ``on_checkpoint_error``: a failing write logged and counted, or raised.
 * ``resume``: the directory layout, ``plan_resume`` and the finished-run marker.
 
 Names are imported from their module on first access, so ``compute_training_signature``
@@ -27,6 +28,10 @@ _LAZY = {
     "EpochCheckpoint": "bz_lightning.checkpointing.callbacks",
     "Preempted": "bz_lightning.checkpointing.callbacks",
     "ResumeCheckpoint": "bz_lightning.checkpointing.callbacks",
+    "CheckpointErrorPolicy": "bz_lightning.checkpointing.failures",
+    "CheckpointFailure": "bz_lightning.checkpointing.failures",
+    "CheckpointWrites": "bz_lightning.checkpointing.failures",
+    "GuardedCheckpointIO": "bz_lightning.checkpointing.failures",
     "CHECKPOINT_VERSION": "bz_lightning.checkpointing.io",
     "VERSION_KEY": "bz_lightning.checkpointing.io",
     "AtomicCheckpointIO": "bz_lightning.checkpointing.io",
@@ -61,6 +66,12 @@ if TYPE_CHECKING:
         EpochCheckpoint,
         Preempted,
         ResumeCheckpoint,
+    )
+    from bz_lightning.checkpointing.failures import (
+        CheckpointErrorPolicy,
+        CheckpointFailure,
+        CheckpointWrites,
+        GuardedCheckpointIO,
     )
     from bz_lightning.checkpointing.io import (
         CHECKPOINT_VERSION,

@@ -23,6 +23,7 @@ from bz_lightning.context import split_stats
 
 if TYPE_CHECKING:
     from bz_lightning.bridge import LifecycleCallback
+    from bz_lightning.checkpointing.failures import CheckpointWrites
 
 __all__ = ["EpochCheckpoint", "LAST", "Preempted", "ResumeCheckpoint", "SIGNATURE_KEY", "epoch_checkpoint_name"]
 
@@ -64,24 +65,35 @@ class Preempted(SystemExit):
                 "run the same command again to continue")
 
 
+def _save(trainer: pl.Trainer, path: str, writes: CheckpointWrites | None) -> bool:
+    """``trainer.save_checkpoint(path)``; ``False`` when the write failed and, under
+    ``on_checkpoint_error="log"``, was logged instead of raised (see ``failures``)."""
+    failed = len(writes.failures) if writes is not None else 0
+    trainer.save_checkpoint(path, weights_only=False)
+    return writes is None or len(writes.failures) == failed
+
+
 class EpochCheckpoint(pl.Callback):
     """Writes ``<dirpath>/epoch-N.ckpt`` (N counted from 1) every ``interval`` epochs and
-    tells the bridge, so plugins see ``save_checkpoint`` before ``end_epoch``.
+    tells the bridge, so plugins see ``save_checkpoint`` before ``end_epoch`` (not when the
+    write failed under ``on_checkpoint_error="log"``: ``writes`` records that).
 
     Place it before the ``LifecycleCallback`` in the callback list.
     """
 
-    def __init__(self, dirpath: str | os.PathLike[str], interval: int, bridge: LifecycleCallback) -> None:
+    def __init__(self, dirpath: str | os.PathLike[str], interval: int, bridge: LifecycleCallback,
+                 writes: CheckpointWrites | None = None) -> None:
         self.dirpath = os.fspath(dirpath)
         self.interval = interval
         self.bridge = bridge
+        self.writes = writes
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         epoch = trainer.current_epoch + 1
         if self.interval and epoch % self.interval == 0:
             path = os.path.join(self.dirpath, epoch_checkpoint_name(epoch))
-            trainer.save_checkpoint(path, weights_only=False)
-            self.bridge.checkpoint_written(path)
+            if _save(trainer, path, self.writes):
+                self.bridge.checkpoint_written(path)
 
 
 class ResumeCheckpoint(pl.Callback):
@@ -95,12 +107,16 @@ class ResumeCheckpoint(pl.Callback):
         signature: the run's signature, stored under ``bz_signature`` in every checkpoint.
         replay: the ``ReplayState`` of the training loader wrapped by ``resumable_loader``;
             without it a mid-epoch checkpoint cannot be resumed exactly (it is refused).
+        writes: the run's ``CheckpointWrites``, which tell whether a save failed (under
+            ``on_checkpoint_error="log"``), so ``Preempted`` never names a file not written.
     """
 
-    def __init__(self, dirpath: str | os.PathLike[str], signature: str, replay: ReplayState | None = None) -> None:
+    def __init__(self, dirpath: str | os.PathLike[str], signature: str, replay: ReplayState | None = None,
+                 writes: CheckpointWrites | None = None) -> None:
         self.dirpath = os.fspath(dirpath)
         self.signature = signature
         self.replay = replay
+        self.writes = writes
         self._trainer: pl.Trainer | None = None
         self._sigterm = False
         self._previous_handler: Any = None
@@ -145,18 +161,18 @@ class ResumeCheckpoint(pl.Callback):
             return
         self._mid_epoch_save = True
         try:
-            trainer.save_checkpoint(self.last_path, weights_only=False)
+            saved = _save(trainer, self.last_path, self.writes)
         finally:
             self._mid_epoch_save = False
-        self.preempted = Preempted(self.last_path, trainer.current_epoch, batch_idx + 1)
+        self.preempted = Preempted(self.last_path if saved else None, trainer.current_epoch, batch_idx + 1)
         raise self.preempted
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        trainer.save_checkpoint(self.last_path, weights_only=False)
+        saved = _save(trainer, self.last_path, self.writes)
         if self._stop_requested(trainer):
             # batch_progress.current is a _ProcessedTracker at run time; its annotation is narrower.
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # type: ignore[attr-defined]
-            self.preempted = Preempted(self.last_path, trainer.current_epoch, done)
+            self.preempted = Preempted(self.last_path if saved else None, trainer.current_epoch, done)
             raise self.preempted
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:

@@ -16,6 +16,7 @@ import json
 import logging
 import os
 import re
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
@@ -54,11 +55,37 @@ def checkpoint_directory(runs_root: str | os.PathLike[str], signature: str) -> P
 
 
 def find_latest_checkpoint_epoch(checkpoint_dir: str | os.PathLike[str]) -> int | None:
-    """The highest N among ``epoch-N.ckpt`` files in ``checkpoint_dir``, or ``None``.
+    """How many epochs the newest checkpoint in ``checkpoint_dir`` holds, or ``None``.
 
-    Only names are read; see ``plan_resume`` for which file a re-run actually loads.
+    That is the highest N among ``epoch-N.ckpt`` files, or the epochs completed in
+    ``last.ckpt`` when that is more (``last.ckpt`` is written every epoch, ``epoch-N.ckpt``
+    only every ``checkpoint_interval`` epochs, never with an interval of 0). ``last.ckpt``
+    is read (``weights_only=True``) for its epoch; an unreadable one is logged and left
+    out. See ``plan_resume`` for which file a re-run actually loads.
     """
-    return max(_epochs(_names(checkpoint_dir)), default=None)
+    names = _names(checkpoint_dir)
+    latest = max(_epochs(names), default=None)
+    if LAST in names:
+        try:
+            done = completed_epochs(load_checkpoint(Path(checkpoint_dir) / LAST, map_location="cpu"))
+        except BzCheckpointError as err:
+            log.error("%s; not counted as the latest checkpoint", err)
+        else:
+            latest = done if latest is None else max(latest, done)
+    return latest
+
+
+def completed_epochs(checkpoint: Mapping[str, Any]) -> int:
+    """Epochs completed in a bz checkpoint: Lightning stores the epoch in progress, which at
+    an epoch end has not advanced yet; a mid-epoch (SIGTERM) checkpoint is inside it."""
+    epoch = int(checkpoint.get("epoch", 0))
+    return epoch if _batches_into_epoch(checkpoint) else epoch + 1
+
+
+def _batches_into_epoch(checkpoint: Mapping[str, Any] | None) -> int:
+    state = _resume_state(checkpoint)
+    mid = state.get("mid_epoch") if state else None
+    return int(mid["consumed"]) if mid else 0
 
 
 def _epochs(names: list[str]) -> list[int]:
@@ -117,22 +144,15 @@ class ResumePlan:
     @property
     def epoch(self) -> int:
         """Epochs completed in the checkpoint (0 without one)."""
-        if not self.checkpoint:
-            return 0
-        # Lightning stores the epoch in progress: at an epoch end it has not advanced yet.
-        epoch = int(self.checkpoint.get("epoch", 0))
-        return epoch if self.batches_into_epoch else epoch + 1
+        return completed_epochs(self.checkpoint) if self.checkpoint else 0
 
     @property
     def batches_into_epoch(self) -> int:
         """Batches already trained in the checkpoint's unfinished epoch (0 at an epoch end)."""
-        state = _resume_state(self.checkpoint)
-        mid = state.get("mid_epoch") if state else None
-        return int(mid["consumed"]) if mid else 0
+        return _batches_into_epoch(self.checkpoint)
 
 
-
-def _resume_state(checkpoint: dict[str, Any] | None) -> dict[str, Any] | None:
+def _resume_state(checkpoint: Mapping[str, Any] | None) -> dict[str, Any] | None:
     if not checkpoint:
         return None
     for key, state in checkpoint.get("callbacks", {}).items():

@@ -14,7 +14,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from bz_lightning.checkpointing.callbacks import EpochCheckpoint, ResumeCheckpoint
-from bz_lightning.checkpointing.io import AtomicCheckpointIO, remove_stale_temp_files
+from bz_lightning.checkpointing.failures import CheckpointErrorPolicy, CheckpointWrites, GuardedCheckpointIO
+from bz_lightning.checkpointing.io import remove_stale_temp_files
 from bz_lightning.checkpointing.resume import (
     RESULT_FILE,
     ResumeMode,
@@ -44,14 +45,17 @@ class RunCheckpoints:
         plan: what ``plan_resume`` decided for this run.
         signature: the run's signature (``compute_training_signature``).
         resume: the resume mode the plan was made with.
+        on_checkpoint_error: what a failing write does (see ``CheckpointWrites``).
     """
 
-    def __init__(self, plan: ResumePlan, signature: str, resume: ResumeMode) -> None:
+    def __init__(self, plan: ResumePlan, signature: str, resume: ResumeMode,
+                 on_checkpoint_error: CheckpointErrorPolicy = "log") -> None:
         self.plan = plan
         self.signature = signature
         self.resume = resume
+        self.writes = CheckpointWrites(on_checkpoint_error)
         self.replay = ReplayState()
-        self.last = ResumeCheckpoint(plan.directory, signature, self.replay)
+        self.last = ResumeCheckpoint(plan.directory, signature, self.replay, self.writes)
 
     @classmethod
     def open(
@@ -64,13 +68,14 @@ class RunCheckpoints:
         checkpoint_dir: str | None,
         runs_root: str | None,
         resume: ResumeMode,
+        on_checkpoint_error: CheckpointErrorPolicy = "log",
     ) -> RunCheckpoints:
         """Compute the signature, plan the resume and clear temp files killed writers left."""
         signature = compute_training_signature(model, optimizer, loss_fn, config)
         base = checkpoint_dir if checkpoint_dir is not None else checkpoint_directory(runs_root or "runs", signature)
         plan = plan_resume(base, resume, signature)
         remove_stale_temp_files(plan.directory)
-        return cls(plan, signature, resume)
+        return cls(plan, signature, resume, on_checkpoint_error)
 
     @property
     def directory(self) -> Path:
@@ -96,12 +101,13 @@ class RunCheckpoints:
         """Lightning callbacks to put ``(before, after)`` all others: ``epoch-N.ckpt`` is
         written before the bridge's ``end_epoch`` (bz fires ``save_checkpoint`` first), and
         ``last.ckpt`` after every callback's epoch end, so it holds the complete state."""
-        before: list[pl.Callback] = [EpochCheckpoint(self.directory, interval, bridge)] if interval else []
+        before: list[pl.Callback] = [EpochCheckpoint(self.directory, interval, bridge, self.writes)] if interval else []
         return before, [self.last]
 
-    def checkpoint_io(self) -> AtomicCheckpointIO:
-        """The atomic ``CheckpointIO``, holding the checkpoint already read while planning."""
-        io = AtomicCheckpointIO()
+    def checkpoint_io(self) -> GuardedCheckpointIO:
+        """The atomic ``CheckpointIO`` (its writes under the run's ``on_checkpoint_error``),
+        holding the checkpoint already read while planning."""
+        io = GuardedCheckpointIO(self.writes)
         plan = self.plan
         if plan.checkpoint_path is not None and plan.checkpoint is not None:
             io.preload(plan.checkpoint_path, plan.checkpoint)
@@ -114,5 +120,8 @@ class RunCheckpoints:
         return stop is self.last.preempted
 
     def store_result(self, result: Mapping[str, Any]) -> None:
-        """Mark the run finished (``result.json``), so a re-run reuses it instead of training."""
-        write_finished_run(self.directory, {"signature": self.signature, **result})
+        """Mark the run finished (``result.json``), so a re-run reuses it instead of training;
+        a failing write is handled as a checkpoint's (``on_checkpoint_error``)."""
+        epoch = max(int(result.get("epochs_completed", 1)) - 1, 0)
+        self.writes.run(self.directory / RESULT_FILE, epoch,
+                        lambda: write_finished_run(self.directory, {"signature": self.signature, **result}))

@@ -82,21 +82,30 @@ optimizer:
 }
 
 
-def write_project(directory: str | Path, force: bool = False) -> list[Path]:
+def write_project(directory: str | Path, force: bool = False, layout: str = "hydra") -> list[Path]:
     """Write the project files into ``directory``; returns the paths written.
 
+    ``layout``: ``"hydra"``, a bz-train project (``PROJECT_FILES``), or ``"bz"``, a project
+    in bz's layout for ``bz train`` (``_init_bz.BZ_PROJECT_FILES``).
+
     Raises:
-        BzConfigError: a file exists already and ``force`` is false.
+        BzConfigError: a file exists already and ``force`` is false, or an unknown layout.
     """
+    from bz_lightning.cli._init_bz import BZ_PROJECT_FILES
+
+    layouts = {"hydra": PROJECT_FILES, "bz": BZ_PROJECT_FILES}
+    if layout not in layouts:
+        raise BzConfigError(f"--layout {layout}: unknown layout; use hydra or bz")
+    files = layouts[layout]
     root = Path(directory)
-    existing = [root / rel for rel in PROJECT_FILES if (root / rel).exists()]
+    existing = [root / rel for rel in files if (root / rel).exists()]
     if existing and not force:
         raise BzConfigError(
             f"{root}: {', '.join(str(p.relative_to(root)) for p in existing)} exist already; "
             "choose an empty directory or pass --force to overwrite"
         )
     written = []
-    for rel, text in PROJECT_FILES.items():
+    for rel, text in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(text.replace("{name}", root.resolve().name) if rel == "README.md" else text)

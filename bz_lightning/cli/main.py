@@ -1,6 +1,8 @@
 """``bz``: project and checkpoint commands around ``bz-train``.
 
-    bz init [DIR]                      write a project that runs with bz-train
+    bz train [--epochs N] [--device D] [--config FILE]
+                                       train the bz project (train.py + JSON config) here
+    bz init [DIR] [--layout bz]        write a project that runs with bz-train (or bz train)
     bz validate CKPT [key=value ...]   evaluate a checkpoint on its data's validation split
     bz list-plugins | bz list-metrics  what configs can name
     bz health [--json]                 Python, torch, Lightning, devices, memory, disk
@@ -16,23 +18,37 @@ import os
 import platform
 import shutil
 import sys
+import types
 from typing import Any
 
 from bz_lightning.errors import BzCheckpointError, BzConfigError
 
-__all__ = ["create_parser", "main", "run_init", "run_validation", "run_list_plugins", "run_list_metrics", "run_health"]
+__all__ = ["create_parser", "main", "run_init", "run_training", "run_validation", "run_list_plugins",
+           "run_list_metrics", "run_health"]
 
 
 def create_parser() -> argparse.ArgumentParser:
-    """The ``bz`` argument parser (training itself is ``bz-train``)."""
+    """The ``bz`` argument parser (Hydra runs are ``bz-train``; ``bz train`` runs a bz project)."""
     parser = argparse.ArgumentParser(
         prog="bz",
-        description="bz on PyTorch Lightning. Train with `bz-train` (see `bz-train --help`).",
+        description="bz on PyTorch Lightning. Train with `bz-train` (see `bz-train --help`), "
+                    "or a bz project (train.py + bz_config.json) with `bz train`.",
     )
     sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    train = sub.add_parser("train", help="train the bz project in this directory (train.py + a JSON config)")
+    train.add_argument("--epochs", type=int, help="epochs to train (default: the config's)")
+    train.add_argument("--device", help="auto, cpu, cuda, cuda:N or mps (default: the config's)")
+    train.add_argument("--config", help="the JSON config (default: $BZ_CONFIG, bz_config.json, config.json)")
+    train.add_argument("--resume", choices=["auto", "never", "must"], default="auto",
+                       help="auto: continue this run's checkpoints (default); never: start fresh; must: fail if "
+                            "there is nothing to continue")
+    train.set_defaults(func=run_training)
     init = sub.add_parser("init", help="write a small project (conf/, a model, a README) that bz-train runs")
     init.add_argument("directory", nargs="?", default=".", help="where to write it (default: .)")
     init.add_argument("--force", action="store_true", help="overwrite existing files")
+    init.add_argument("--layout", choices=["hydra", "bz"], default="hydra",
+                      help="hydra: a bz-train project (default); bz: bz's layout (train.py, bz_config.json) "
+                           "for bz train")
     init.set_defaults(func=run_init)
     validate = sub.add_parser("validate", help="evaluate a checkpoint on the validation data and print metrics")
     validate.add_argument("checkpoint", help="a .ckpt written by bz-train (checkpoint_interval=N)")
@@ -62,12 +78,20 @@ def main(argv: list[str] | None = None) -> None:
 def run_init(args: argparse.Namespace) -> int:
     from bz_lightning.cli._init import write_project
 
-    written = write_project(args.directory, force=args.force)
+    layout = getattr(args, "layout", "hydra")
+    written = write_project(args.directory, force=args.force, layout=layout)
     for path in written:
         print(f"wrote {path}")
     where = "" if os.path.abspath(args.directory) == os.getcwd() else f"cd {args.directory} && "
-    print(f"\nnext: {where}bz-train +experiment=example")
+    print(f"\nnext: {where}{'bz train' if layout == 'bz' else 'bz-train +experiment=example'}")
     return 0
+
+
+def run_training(args: argparse.Namespace) -> int:
+    """``bz train``: train the bz project in the working directory (see ``bz_lightning.cli._project``)."""
+    from bz_lightning.cli._project import run_training as run
+
+    return run(args)
 
 
 def run_list_plugins(args: argparse.Namespace) -> int:
@@ -159,6 +183,17 @@ def _version(dist: str) -> str | None:
         return version(dist)
     except PackageNotFoundError:
         return None
+
+
+class _CallableModule(types.ModuleType):
+    """This module, callable as ``main``: importing it makes ``bz_lightning.cli.main`` (the
+    package's ``main()``) name the module, which must stay callable as the spec's ``main()``."""
+
+    def __call__(self, argv: list[str] | None = None) -> None:
+        main(argv)
+
+
+sys.modules[__name__].__class__ = _CallableModule
 
 
 if __name__ == "__main__":

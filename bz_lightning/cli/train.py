@@ -22,18 +22,23 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from bz_lightning._config_manager import serving_bz_train_config
 from bz_lightning.cli._launch import exit_with, is_ddp_child, multirun_job, preflight, prepare_argv
 from bz_lightning.errors import BzConfigError
 
-__all__ = ["main", "train", "METRICS_FILE"]
+__all__ = ["main", "train", "record_run", "METRICS_FILE"]
 
 log = logging.getLogger("bz_lightning.cli")
 
 METRICS_FILE = "metrics.json"
 
 
+@serving_bz_train_config
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train the run ``cfg`` describes; returns what is written to ``metrics.json``.
+
+    While it runs, ``bz_lightning.config.get_config_manager()`` answers from ``cfg``, so a
+    bz project's code that reads its settings that way works under bz-train too.
 
     Raises:
         BzConfigError: the config is invalid (before anything is built) or describes
@@ -90,16 +95,25 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         hyperparameters={**values["hyperparameters"], CONFIG_KEY: values},
         scheduler=scheduler,
         plugin_errors=values["trainer"]["plugin_errors"],
+        on_checkpoint_error=values["trainer"]["on_checkpoint_error"],
         # The signature of the resolved config picks <runs_dir>/<signature>/checkpoints.
         config=values,
         runs_root=values["paths"]["runs_dir"],
         resume=values["resume"],
         **lightning_kwargs(values["trainer"]),
     )
+    status = "pruned" if getattr(pruning, "pruned", False) else "complete"
+    return record_run(result, status=status, optimized_metric=values["optimized_metric"], output_dir=output_dir)
+
+
+def record_run(result: Any, *, status: str, optimized_metric: str | None, output_dir: Path,
+               overrides: list[str] | None = None) -> dict[str, Any]:
+    """Write ``<output_dir>/metrics.json`` for a finished run (from rank 0), print its final
+    line and return the record. ``overrides``: the command line's (default: Hydra's)."""
     record = {
-        "status": "pruned" if getattr(pruning, "pruned", False) else "complete",
+        "status": status,
         "metrics": {k: _finite(v) for k, v in result.metrics.items()},
-        "optimized_metric": values["optimized_metric"],
+        "optimized_metric": optimized_metric,
         "epochs": result.epochs_completed,
         "duration_s": round(result.duration_s, 3),
         "stopped_early": result.stopped_early,
@@ -108,7 +122,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "checkpoint_dir": result.checkpoint_dir,
         "resumed_from": result.resumed_from,
         "reused": result.reused,
-        "overrides": _overrides(),
+        "overrides": _overrides() if overrides is None else overrides,
         "output_dir": str(output_dir),
     }
     if _is_rank_zero():

@@ -13,7 +13,7 @@ Example:
     >>> list_available_metrics()[:3]
     ['accuracy', 'precision', 'recall']
     >>> get_metric("f1_score", average="macro").name
-    'F1Score'
+    'f1_score'
 """
 
 from bz_lightning.metrics.base import Metric

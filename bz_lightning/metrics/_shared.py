@@ -17,6 +17,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import TYPE_CHECKING
 
+from bz_lightning.errors import BzConfigError
 from bz_lightning.metrics._shim import TorchmetricsShim
 
 if TYPE_CHECKING:
@@ -28,10 +29,23 @@ __all__ = ["MetricSet"]
 
 
 class MetricSet:
-    """Updates and computes ``metrics`` together, each shared state updated once."""
+    """Updates and computes ``metrics`` together, each shared state updated once.
+
+    Raises:
+        BzConfigError: two metrics report under the same ``name``; one value would hide
+            the other.
+    """
 
     def __init__(self, metrics: Sequence[Metric]) -> None:
         self.metrics = list(metrics)
+        seen: dict[str, Metric] = {}
+        for metric in self.metrics:
+            other = seen.setdefault(metric.name, metric)
+            if other is not metric:
+                raise BzConfigError(
+                    f"two metrics report under the name {metric.name!r} ({other!r} and {metric!r}); "
+                    "give one of them another name, e.g. name='precision_macro'"
+                )
         # Who updates after the first batch, and whom each follower takes its state from;
         # None until the first batch has built the torchmetrics objects.
         self._updating: list[Metric] | None = None

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from abc import abstractmethod
 from collections.abc import Hashable
-from typing import TYPE_CHECKING, Any, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 from bz_lightning.metrics.base import Metric
 
@@ -33,6 +33,11 @@ class TorchmetricsShim(Metric):
     #: torchmetrics update costs tens of microseconds of Python whatever the batch holds,
     #: so 32 small batches cost about what one does. ``compute()`` takes the waiting ones.
     BATCHES_PER_UPDATE = 32
+
+    #: The name a value is reported under when no ``name`` is given: the metric's name in
+    #: the registry (``accuracy``, ``f1_score``...), so ``Accuracy()`` is logged as
+    #: ``train_accuracy`` / ``val_accuracy``, the names bz-train and the docs use.
+    default_name: ClassVar[str]
 
     def __init__(self, name: Optional[str] = None) -> None:
         super().__init__(name)
@@ -120,6 +125,11 @@ class TorchmetricsShim(Metric):
             return 0.0
         self._check_accumulated()
         return float(self._tm.compute())
+
+    @property
+    def name(self) -> str:
+        """The name given at construction, else ``default_name``."""
+        return self._name or self.default_name
 
     @property
     def name_for_errors(self) -> str:

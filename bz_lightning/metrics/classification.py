@@ -27,7 +27,7 @@ class Accuracy(ClassificationShim):
     """Fraction of samples whose predicted class equals the target.
 
     Args:
-        name: the name the value is reported under (default ``"Accuracy"``).
+        name: the name the value is reported under (default ``"accuracy"``).
         task: ``"binary"`` or ``"multiclass"``; inferred from the first batch if omitted.
         num_classes: number of classes; inferred from ``preds.shape[1]`` if omitted.
 
@@ -43,6 +43,8 @@ class Accuracy(ClassificationShim):
         0.6667
     """
 
+    default_name = "accuracy"
+
     def __init__(
         self, name: Optional[str] = None, *, task: Optional[TaskName] = None, num_classes: Optional[int] = None
     ) -> None:
@@ -57,22 +59,27 @@ class Accuracy(ClassificationShim):
 
 
 class _AveragedScore(ClassificationShim):
-    """Precision, recall or F1, averaged over classes like scikit-learn's ``average=``."""
+    """Precision, recall or F1, averaged over classes like scikit-learn's ``average=``.
+
+    ``average=None`` (the default) scores the positive class on binary data, as
+    scikit-learn's and torchmetrics' binary metrics do by default, and micro-averages over
+    the classes of multiclass data (scikit-learn's ``average="micro"``).
+    """
 
     _binary_cls: str
     _multiclass_cls: str
 
-    def __init__(
+    def _init_average(
         self,
-        average: Average = "micro",
-        name: Optional[str] = None,
-        *,
-        task: Optional[TaskName] = None,
-        num_classes: Optional[int] = None,
+        average: Optional[Average],
+        name: Optional[str],
+        task: Optional[TaskName],
+        num_classes: Optional[int],
     ) -> None:
-        if average not in _AVERAGES:
+        if average is not None and average not in _AVERAGES:
             raise BzConfigError(
-                f"{type(self).__name__}: average={average!r} is not supported; use one of {list(_AVERAGES)}"
+                f"{type(self).__name__}: average={average!r} is not supported; use one of {list(_AVERAGES)} "
+                "or None (the positive class of binary data, micro over the classes of multiclass data)"
             )
         super().__init__(task=task, num_classes=num_classes, name=name)
         self.average = average
@@ -80,7 +87,10 @@ class _AveragedScore(ClassificationShim):
     def _make(self, task: Task) -> torchmetrics.Metric:
         import torchmetrics.classification as tmc
 
-        if self.average == "binary":
+        average = self.average
+        if average is None:
+            average = "binary" if task.kind == "binary" else "micro"
+        if average == "binary":
             if task.kind != "binary":
                 raise ValueError(
                     f"{self.name_for_errors}: average='binary' scores the positive class of a binary task, but "
@@ -89,7 +99,7 @@ class _AveragedScore(ClassificationShim):
             return getattr(tmc, self._binary_cls)(validate_args=False)  # type: ignore[no-any-return]
         # micro/macro/weighted on binary data average over both classes, as scikit-learn does.
         return getattr(tmc, self._multiclass_cls)(  # type: ignore[no-any-return]
-            task.num_classes, average=self.average, validate_args=False
+            task.num_classes, average=average, validate_args=False
         )
 
     def _repr_args(self) -> dict[str, object]:
@@ -100,12 +110,13 @@ class Precision(_AveragedScore):
     """Precision ``tp / (tp + fp)``, averaged over classes as scikit-learn's ``precision_score``.
 
     Args:
-        average: ``"micro"`` (global counts), ``"macro"`` (unweighted mean over classes),
+        average: ``None`` (default: ``"binary"`` on binary data, ``"micro"`` on multiclass
+            data), ``"micro"`` (global counts), ``"macro"`` (unweighted mean over classes),
             ``"weighted"`` (mean weighted by each class's support), or ``"binary"`` (the
             positive class of a binary task only, scikit-learn's default for binary data).
             Classes absent from both preds and targets are left out of the average; a class
             with no predicted samples scores 0.
-        name: the name the value is reported under (default ``"Precision"``).
+        name: the name the value is reported under (default ``"precision"``).
         task: ``"binary"`` or ``"multiclass"``; inferred from the first batch if omitted.
         num_classes: number of classes; inferred from ``preds.shape[1]`` if omitted.
 
@@ -125,14 +136,41 @@ class Precision(_AveragedScore):
 
     _binary_cls = "BinaryPrecision"
     _multiclass_cls = "MulticlassPrecision"
+    default_name = "precision"
+
+    def __init__(
+        self,
+        average: Optional[Average] = None,
+        name: Optional[str] = None,
+        *,
+        task: Optional[TaskName] = None,
+        num_classes: Optional[int] = None,
+    ) -> None:
+        self._init_average(average, name, task, num_classes)
 
 
-class Recall(_AveragedScore):
+class _NameFirstScore(_AveragedScore):
+    """The spec's ``Recall(name=None)`` / ``F1Score(name=None)``: ``name`` first, the rest
+    keyword-only (``Precision`` keeps ``average`` first, as documented)."""
+
+    def __init__(
+        self,
+        name: Optional[str] = None,
+        *,
+        average: Optional[Average] = None,
+        task: Optional[TaskName] = None,
+        num_classes: Optional[int] = None,
+    ) -> None:
+        self._init_average(average, name, task, num_classes)
+
+
+class Recall(_NameFirstScore):
     """Recall ``tp / (tp + fn)``, averaged over classes as scikit-learn's ``recall_score``.
 
     Args:
-        average: ``"micro"``, ``"macro"``, ``"weighted"`` or ``"binary"``, as for ``Precision``.
-        name: the name the value is reported under (default ``"Recall"``).
+        name: the name the value is reported under (default ``"recall"``).
+        average: ``None`` (default), ``"micro"``, ``"macro"``, ``"weighted"`` or ``"binary"``,
+            as for ``Precision``.
         task: ``"binary"`` or ``"multiclass"``; inferred from the first batch if omitted.
         num_classes: number of classes; inferred from ``preds.shape[1]`` if omitted.
 
@@ -149,14 +187,16 @@ class Recall(_AveragedScore):
 
     _binary_cls = "BinaryRecall"
     _multiclass_cls = "MulticlassRecall"
+    default_name = "recall"
 
 
-class F1Score(_AveragedScore):
+class F1Score(_NameFirstScore):
     """F1, the harmonic mean of precision and recall, averaged as scikit-learn's ``f1_score``.
 
     Args:
-        average: ``"micro"``, ``"macro"``, ``"weighted"`` or ``"binary"``, as for ``Precision``.
-        name: the name the value is reported under (default ``"F1Score"``).
+        name: the name the value is reported under (default ``"f1_score"``).
+        average: ``None`` (default), ``"micro"``, ``"macro"``, ``"weighted"`` or ``"binary"``,
+            as for ``Precision``.
         task: ``"binary"`` or ``"multiclass"``; inferred from the first batch if omitted.
         num_classes: number of classes; inferred from ``preds.shape[1]`` if omitted.
 
@@ -173,6 +213,7 @@ class F1Score(_AveragedScore):
 
     _binary_cls = "BinaryF1Score"
     _multiclass_cls = "MulticlassF1Score"
+    default_name = "f1_score"
 
 
 class TopKAccuracy(ClassificationShim):
@@ -180,7 +221,8 @@ class TopKAccuracy(ClassificationShim):
 
     Args:
         k: how many of the top predictions count (>= 1, and at most the number of classes).
-        name: the name the value is reported under (default ``"TopKAccuracy"``).
+        name: the name the value is reported under (default ``"top<k>_accuracy"``, e.g.
+            ``"top5_accuracy"``, the registry's name for ``k=5``).
         num_classes: number of classes; inferred from ``preds.shape[1]`` if omitted.
 
     Shapes:
@@ -205,6 +247,10 @@ class TopKAccuracy(ClassificationShim):
             raise BzConfigError(f"TopKAccuracy: k={k!r} is invalid; use an int >= 1")
         super().__init__(num_classes=num_classes, name=name)
         self.k = k
+
+    @property
+    def default_name(self) -> str:  # type: ignore[override]
+        return f"top{self.k}_accuracy"
 
     def _make(self, task: Task) -> torchmetrics.Metric:
         from torchmetrics.classification import MulticlassAccuracy

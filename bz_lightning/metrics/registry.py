@@ -100,7 +100,7 @@ def list_available_metrics() -> list[str]:
     return names
 
 
-def get_metric(metric_name: str, /, **kwargs: Any) -> Metric:
+def get_metric(metric_name: str, **kwargs: Any) -> Metric:
     """A new metric by registry name, built with ``kwargs``.
 
     Args:
@@ -115,6 +115,8 @@ def get_metric(metric_name: str, /, **kwargs: Any) -> Metric:
     Example:
         >>> get_metric("precision", average="macro")
         Precision(average='macro', name=None)
+        >>> get_metric(metric_name="recall").name
+        'recall'
         >>> get_metric("top5_accuracy").k
         5
     """

@@ -52,7 +52,7 @@ class MeanSquaredError(_ElementwiseError):
     """Mean of ``(preds - targets) ** 2`` over every element of every batch.
 
     Args:
-        name: the name the value is reported under (default ``"MeanSquaredError"``).
+        name: the name the value is reported under (default ``"mse"``).
 
     Shapes:
         ``preds`` and ``targets`` of the same shape (any), or (N, 1) with (N,).
@@ -66,13 +66,14 @@ class MeanSquaredError(_ElementwiseError):
     """
 
     _tm_cls = "MeanSquaredError"
+    default_name = "mse"
 
 
 class MeanAbsoluteError(_ElementwiseError):
     """Mean of ``|preds - targets|`` over every element of every batch.
 
     Args:
-        name: the name the value is reported under (default ``"MeanAbsoluteError"``).
+        name: the name the value is reported under (default ``"mae"``).
 
     Shapes:
         ``preds`` and ``targets`` of the same shape (any), or (N, 1) with (N,).
@@ -86,3 +87,4 @@ class MeanAbsoluteError(_ElementwiseError):
     """
 
     _tm_cls = "MeanAbsoluteError"
+    default_name = "mae"

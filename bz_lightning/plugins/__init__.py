@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 from bz_lightning._lazy import lazy_getattr
+from bz_lightning.context import PluginContext
 from bz_lightning.plugins.base import Plugin, implemented_stages
 from bz_lightning.plugins.registry import (
     ENTRY_POINT_GROUP,
@@ -30,6 +31,8 @@ _LAZY = {
 
 __all__ = [
     "Plugin",
+    # bz's plugins import it from here (``from bz.plugins import Plugin, PluginContext``).
+    "PluginContext",
     "implemented_stages",
     "ENTRY_POINT_GROUP",
     "PluginRegistry",

@@ -6,7 +6,7 @@ import sys
 import time
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
-from bz_lightning.context import PluginContext, epoch_values, mean, split_stats
+from bz_lightning.context import PluginContext, epoch_values, mean, running_stats
 from bz_lightning.errors import BzConfigError
 from bz_lightning.plugins.base import Plugin
 
@@ -31,7 +31,8 @@ class ConsoleOutPlugin(Plugin):
 
     Every epoch ends with one summary line like the last one, and the run with a summary:
     epochs trained, total time, final values, whether a plugin stopped the run, and every
-    plugin failure, skipped batch and warning recorded in ``context.extra``.
+    plugin failure, checkpoint write failure, skipped batch and warning recorded in
+    ``context.extra``.
 
     Epoch numbers are counted from 1 for humans (``context.epoch`` counts from 0), out of
     the trainer's ``max_epochs``.
@@ -151,7 +152,9 @@ class ConsoleOutPlugin(Plugin):
         done = int(context.extra.get("batch_index", count - 1)) + 1
         if done % self.update_interval and done != total:
             return
-        values = {"loss": mean(loss_total, count), **_running_metrics(context, split)}
+        # No loss yet (a LightningModule whose steps return none): nothing to show, not "nan".
+        values = {"loss": mean(loss_total, count)} if count else {}
+        values.update(_running_metrics(context, split))
         self._progress(bar, context, split, done, total, values)
 
     def end_epoch(self, context: PluginContext) -> None:
@@ -180,6 +183,12 @@ class ConsoleOutPlugin(Plugin):
                 f"    {f.plugin} in {getattr(f.stage, 'value', f.stage)} (epoch {f.epoch + 1}): "
                 f"{type(f.error).__name__}: {f.error}"
                 for f in failures
+            )
+        checkpoint_failures = context.extra.get("checkpoint_failures") or []
+        if checkpoint_failures:
+            lines.append(f"  checkpoint failures: {len(checkpoint_failures)} (training went on)")
+            lines.extend(
+                f"    {f.path} (epoch {f.epoch + 1}): {type(f.error).__name__}: {f.error}" for f in checkpoint_failures
             )
         skipped = context.extra.get("skipped_batches", 0)
         if skipped:
@@ -220,7 +229,7 @@ def _running_metrics(context: PluginContext, split: str) -> dict[str, float]:
     processes (where this plugin does not run) would never join."""
     if getattr(context.extra.get("trainer"), "world_size", 1) > 1:
         return {}
-    stats = split_stats(context.extra.get("lightning_module"), split)
+    stats = running_stats(context, split)
     return dict(stats.metric_values()) if stats is not None and stats.count else {}
 
 

@@ -208,21 +208,21 @@ class EarlyStoppingPlugin(Plugin):
     # monitor that does not exist).
     def end_training_loop(self, context: PluginContext) -> None:
         if not self._monitors_validation:
-            self._judge(context)
+            self._judge(context, final=False)
 
     def end_validation_loop(self, context: PluginContext) -> None:
         if self._monitors_validation:
-            self._judge(context)
+            self._judge(context, final=False)
 
     def end_epoch(self, context: PluginContext) -> None:
-        self._judge(context)
+        self._judge(context, final=True)
 
-    def _judge(self, context: PluginContext) -> None:
+    def _judge(self, context: PluginContext, final: bool) -> None:
         cfg = self.config
         epoch = context.epoch
         if not cfg.enabled or self._judged_epoch == epoch:
             return
-        value = self._monitored_value(context)
+        value = self._monitored_value(context, final)
         if value is None:
             return
         self._judged_epoch = epoch
@@ -297,13 +297,14 @@ class EarlyStoppingPlugin(Plugin):
         return None
 
     # ---------------------------------------------------------------------- helpers
-    def _monitored_value(self, context: PluginContext) -> float | None:
+    def _monitored_value(self, context: PluginContext, final: bool) -> float | None:
         available = epoch_values(context)
         key = _canonical(self.config.monitor)
         if key in available:
             self._seen_monitor = True
             return available[key]
-        if self._seen_monitor:
+        # Not final: a LightningModule's logged training values arrive at end_epoch.
+        if self._seen_monitor or not final:
             # E.g. an epoch without validation (check_val_every_n_epoch > 1): nothing to judge.
             self.logger.debug("%r not available after epoch %d; skipping it", key, context.epoch + 1)
             return None

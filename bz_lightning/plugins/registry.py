@@ -65,12 +65,12 @@ class PluginRegistry:
 
     * a plugin class with a ``config_class`` attribute (a dataclass, as
       ``EarlyStoppingPlugin`` has) gets ``cls(config_class(**config))``;
-    * a class whose constructor takes a single ``config`` parameter gets ``cls(config=config)``
-      (the style of the bz docs' ``MyCustomPlugin(config=None)``);
-    * any other class gets ``cls(**config)``.
+    * a class whose constructor takes the keys as parameters gets ``cls(**config)``;
+    * a class whose constructor takes a ``config`` parameter (the base ``Plugin(name,
+      config)`` included, and the bz docs' ``MyCustomPlugin(config=None)``) and none of the
+      keys gets ``cls(config=config)``.
 
-    Keys the constructor does not take raise ``BzConfigError`` naming the plugin, the key and
-    the accepted keys.
+    Any other key raises ``BzConfigError`` naming the plugin, the key and the accepted keys.
 
     Example:
         >>> registry = PluginRegistry()
@@ -230,7 +230,9 @@ def _build(name: str, plugin_class: type[Plugin], kwargs: dict[str, Any]) -> Plu
         p.name for p in params.values()
         if p.kind in (inspect.Parameter.POSITIONAL_OR_KEYWORD, inspect.Parameter.KEYWORD_ONLY)
     ]
-    if allowed == ["config"] and set(kwargs) != {"config"}:
+    if "config" in allowed and kwargs and not any(key in allowed for key in kwargs):
+        # The whole dict is the plugin's own config (a key that names a parameter, mixed
+        # with others, is more likely a typo than a config: it is reported below).
         return plugin_class(config=kwargs)
     _check_keys(name, kwargs, allowed)
     missing = [

@@ -6,7 +6,7 @@ import math
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any, ClassVar
 
-from bz_lightning.context import PluginContext, epoch_values, split_stats
+from bz_lightning.context import PluginContext, epoch_values, running_stats
 from bz_lightning.errors import BzConfigError
 from bz_lightning.plugins.base import Plugin
 
@@ -74,12 +74,17 @@ class TensorBoardPlugin(Plugin):
 
     @property
     def writer(self) -> SummaryWriter:
-        """The ``SummaryWriter``, opened on first use."""
+        """The ``SummaryWriter``, opened on first use; assign another ``SummaryWriter`` (or an
+        object with its methods, such as a mock) to replace it."""
         if self._writer is None:
             from torch.utils.tensorboard import SummaryWriter
 
             self._writer = SummaryWriter(self.log_dir)
         return self._writer
+
+    @writer.setter
+    def writer(self, writer: SummaryWriter) -> None:
+        self._writer = writer
 
     # --------------------------------------------------------------------------- stages
     def start_training_session(self, context: PluginContext) -> None:
@@ -100,7 +105,7 @@ class TensorBoardPlugin(Plugin):
     def _batch_loss(self, context: PluginContext) -> float:
         # The module's last loss is exact; for modules that keep no stats, the mean since the
         # previous written batch, from the running totals.
-        stats = split_stats(context.extra.get("lightning_module"), "train")
+        stats = running_stats(context, "train")
         last = stats.last_loss if stats is not None else None
         total, count = context.training_loss_total, context.training_batch_count
         loss = float(last) if last is not None else (total - self._previous_total) / max(count - self._previous_count, 1)
