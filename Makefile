@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install train test bench lint typecheck clean
+.PHONY: install train test test-slurm bench lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,12 @@ train: install
 # The README's test command.
 test: install
 	$(BIN)/python -m pytest -q
+
+# The SLURM tests against a real single-node cluster that tests/slurm/slurm_cluster.py
+# starts on this machine (as root; it apt-get installs slurm-wlm and munge if missing) and
+# stops afterwards, whatever happens. The tests get 13 minutes, all of it 15 at most.
+test-slurm: install
+	$(BIN)/python tests/slurm/slurm_cluster.py run --timeout 780 -- $(BIN)/python -m pytest -q -m slurm --durations=0 tests/slurm
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py

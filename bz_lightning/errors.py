@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import difflib
 from collections.abc import Iterable
+from typing import Any
 
 __all__ = [
     "BzError",
@@ -17,7 +18,24 @@ __all__ = [
 
 
 class BzError(Exception):
-    """Base class of every error bz raises on purpose."""
+    """Base class of every error bz raises on purpose.
+
+    Every one survives pickling with its message and attributes: a sweep job's error
+    travels back to the sweep as a pickle (submitit's SLURM and local launchers, joblib).
+    """
+
+    def __reduce__(self) -> tuple[Any, ...]:
+        # Python pickles an exception as ``cls(*self.args)``; a subclass whose __init__
+        # takes other arguments (NonFiniteLossError, BzPluginError) then fails to unpickle,
+        # and the whole sweep with it. Rebuild from the message and attributes instead.
+        return _rebuild_error, (type(self), self.args, self.__dict__)
+
+
+def _rebuild_error(cls: type[BzError], args: tuple[Any, ...], state: dict[str, Any]) -> BzError:
+    error = cls.__new__(cls, *args)
+    error.args = args
+    error.__dict__.update(state)
+    return error
 
 
 class BzConfigError(BzError, ValueError):

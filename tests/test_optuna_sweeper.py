@@ -59,3 +59,30 @@ def test_six_trials_with_a_pruner_prune_the_bad_ones(tmp_path: Path) -> None:
     assert pruned["epochs"] < 4 and pruned["stopped_early"]
     results = (sweep / "optimization_results.yaml").read_text()
     assert "pruned" in results
+
+
+@pytest.mark.slow
+def test_trials_with_the_same_parameters_each_train_their_own_run(tmp_path: Path) -> None:
+    """Pruning makes a trial's outcome depend on the other trials, so a trial never reuses
+    or continues another run's result, even one with the same config: each trial trains
+    and reports its own epochs. (Reused, a pruned run's stopped-early metrics would be told
+    to the study as a complete trial.)"""
+    sweep = tmp_path / "sweep"
+    cmd = [
+        BZ_TRAIN, "hparams_search=optuna", "hydra.sweeper.params={optimizer.lr: 'choice(0.01)', model.dropout: 'choice(0.0)'}",
+        "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=null",
+        "epochs=2", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "print_config=false",
+        "plugins=none", f"paths.runs_dir={tmp_path / 'runs'}", f"hydra.sweep.dir={sweep}",
+    ]
+    proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,
+                          env={**os.environ, "HYDRA_FULL_ERROR": "1"})
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    rows = json.loads((sweep / "summary.json").read_text())["jobs"]
+    assert [(row["status"], row["reused"], row["epochs"]) for row in rows] == [("complete", False, 2)] * 2
+    assert rows[0]["signature"] != rows[1]["signature"]
+    assert rows[0]["metrics"] == rows[1]["metrics"]  # the same config trains the same numbers
+    from bz_lightning.plugins.optuna_pruning import open_storage
+
+    spec = json.loads((sweep / "optuna" / "study.json").read_text())
+    study = optuna.load_study(study_name=spec["study_name"], storage=open_storage(spec["storage"]))
+    assert [sorted(t.intermediate_values) for t in study.trials] == [[0, 1], [0, 1]]

@@ -5,7 +5,9 @@
 after every other callback: it writes ``last.ckpt`` at the end of every epoch (so that file
 holds the complete state, including what ``end_epoch`` decided), saves the RNG state and
 the interrupted epoch's loader position, and turns SIGTERM into a checkpoint at the next
-batch boundary followed by ``Preempted`` (exit status 143).
+batch boundary followed by ``Preempted`` (exit status 143). In a submitit job it does the
+same with submitit's time-limit warning (``SIGUSR2``) before handing it to submitit, which
+requeues the job.
 """
 
 from __future__ import annotations
@@ -34,6 +36,17 @@ LAST = "last.ckpt"
 SIGNATURE_KEY = "bz_signature"
 #: The exit status of a run stopped by SIGTERM: 128 + 15, what a shell reports for it.
 PREEMPTED_EXIT_CODE = 143
+# submitit sets SUBMITIT_FOLDER in its jobs; its warning signal (sent `signal_delay_s`
+# before the time limit) is SIG + $SUBMITIT_PREEMPT_SIGNAL, USR2 by default.
+_SUBMITIT_JOB_ENV = "SUBMITIT_FOLDER"
+_SUBMITIT_SIGNAL_ENV = "SUBMITIT_PREEMPT_SIGNAL"
+
+
+def _submitit_warning_signal() -> signal.Signals | None:
+    """The signal submitit warns this job with before its time limit; ``None`` outside submitit."""
+    if _SUBMITIT_JOB_ENV not in os.environ:
+        return None
+    return getattr(signal, "SIG" + os.environ.get(_SUBMITIT_SIGNAL_ENV, "USR2"), None)
 
 
 def epoch_checkpoint_name(epoch: int) -> str:
@@ -120,6 +133,9 @@ class ResumeCheckpoint(pl.Callback):
         self._trainer: pl.Trainer | None = None
         self._sigterm = False
         self._previous_handler: Any = None
+        # submitit's warning signal and its handler, which bz runs after saving.
+        self._warning: tuple[signal.Signals, Any] | None = None
+        self._warned = False
         self._mid_epoch_save = False
         self.preempted: Preempted | None = None
 
@@ -134,9 +150,16 @@ class ResumeCheckpoint(pl.Callback):
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Lightning's own handler ends fit with exit status 0 and may stop mid-validation;
         # ours only raises a flag that the next batch boundary acts on.
-        self._sigterm = False
+        self._sigterm = self._warned = False
         if threading.current_thread() is threading.main_thread():
             self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+            # submitit requeues the job from inside its handler and exits at once: the
+            # batches since the last epoch end would be lost, every time, and an epoch
+            # longer than the time limit would never finish. So the handler waits for the
+            # next batch boundary and last.ckpt.
+            warning = _submitit_warning_signal()
+            if warning is not None and callable(signal.getsignal(warning)):
+                self._warning = (warning, signal.signal(warning, self._on_warning))
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
         if not self._sigterm:
@@ -144,15 +167,39 @@ class ResumeCheckpoint(pl.Callback):
                         self.last_path, PREEMPTED_EXIT_CODE)
         self._sigterm = True
 
+    def _on_warning(self, signum: int, frame: Any) -> None:
+        if not self._warned:
+            log.warning("received %s (the job's time limit is near): saving %s after the current batch, then "
+                        "submitit requeues the job", signal.Signals(signum).name, self.last_path)
+        self._warned = True
+
     def _restore_handler(self) -> None:
-        if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._previous_handler)
+        if threading.current_thread() is threading.main_thread():
+            if self._previous_handler is not None:
+                signal.signal(signal.SIGTERM, self._previous_handler)
+            if self._warning is not None:
+                signal.signal(*self._warning)
         self._previous_handler = None
+        self._warning = None
 
     def _stop_requested(self, trainer: pl.Trainer) -> bool:
+        stop = self._sigterm or self._warned
         if trainer.world_size > 1:
-            return bool(trainer.strategy.reduce_boolean_decision(self._sigterm, all=False))
-        return self._sigterm
+            return bool(trainer.strategy.reduce_boolean_decision(stop, all=False))
+        return stop
+
+    def _stop(self, preempted: Preempted) -> Preempted:
+        """After the save: hand a submitit warning to submitit's handler (it requeues the
+        job and exits the process); otherwise, or where it returns (a rank other than 0),
+        the caller raises ``preempted``."""
+        self.preempted = preempted
+        warning = self._warning
+        if self._warned and warning is not None:
+            self._restore_handler()
+            log.warning("training stopped by %s at epoch %d, batch %d (saved %s); submitit requeues the job",
+                        warning[0].name, preempted.epoch, preempted.batch, preempted.checkpoint_path)
+            warning[1](warning[0], None)
+        return preempted
 
     # ---------------------------------------------------------------------- saving
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
@@ -164,16 +211,14 @@ class ResumeCheckpoint(pl.Callback):
             saved = _save(trainer, self.last_path, self.writes)
         finally:
             self._mid_epoch_save = False
-        self.preempted = Preempted(self.last_path if saved else None, trainer.current_epoch, batch_idx + 1)
-        raise self.preempted
+        raise self._stop(Preempted(self.last_path if saved else None, trainer.current_epoch, batch_idx + 1))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         saved = _save(trainer, self.last_path, self.writes)
         if self._stop_requested(trainer):
             # batch_progress.current is a _ProcessedTracker at run time; its annotation is narrower.
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # type: ignore[attr-defined]
-            self.preempted = Preempted(self.last_path if saved else None, trainer.current_epoch, done)
-            raise self.preempted
+            raise self._stop(Preempted(self.last_path if saved else None, trainer.current_epoch, done))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._restore_handler()

@@ -97,7 +97,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         plugin_errors=values["trainer"]["plugin_errors"],
         on_checkpoint_error=values["trainer"]["on_checkpoint_error"],
         # The signature of the resolved config picks <runs_dir>/<signature>/checkpoints.
-        config=values,
+        config=run_identity(values),
         runs_root=values["paths"]["runs_dir"],
         resume=values["resume"],
         **lightning_kwargs(values["trainer"]),
@@ -144,6 +144,22 @@ def optuna_trial_plugin(optimized_metric: str | None) -> Any:
     from bz_lightning.plugins import create_plugin
 
     return create_plugin("optuna_pruning", {"monitor": optimized_metric})
+
+
+def run_identity(values: dict[str, Any]) -> dict[str, Any]:
+    """What the run's signature is computed from: the resolved config, plus the study and
+    trial number when this job is a trial of bz's Optuna sweeper.
+
+    Pruning makes a trial's outcome depend on the other trials, which the config does not
+    say: keyed by its config alone, a trial could reuse another trial's stopped-early result
+    (and report it as complete) or a later plain run could reuse a pruned one. Keyed by the
+    trial too, a trial only ever continues itself (a requeued SLURM job, a re-run sweep).
+    """
+    from bz_lightning.plugins.optuna_pruning import STUDY_ENV, TRIAL_ENV
+
+    if TRIAL_ENV not in os.environ or STUDY_ENV not in os.environ:
+        return values
+    return {**values, "optuna_trial": {"study": os.environ[STUDY_ENV], "trial": int(os.environ[TRIAL_ENV])}}
 
 
 # An absolute path: the configs ship inside the package, wherever it is installed.
