@@ -5,6 +5,7 @@ directory, finished or not)."""
 from __future__ import annotations
 
 import json
+import math
 import os
 import shutil
 import subprocess
@@ -322,3 +323,56 @@ def test_bz_runs_never_runs_what_a_checkpoint_holds(tmp_path: Path) -> None:
     (run,) = list_runs(tmp_path / "runs")
     assert run.status == "unreadable" and "last.ckpt: UnpicklingError" in (run.error or "")
     assert not marker.exists()
+
+
+def optuna_sweep(sweep: Path, trials: int) -> None:
+    """A sweep directory as bz's Optuna sweeper leaves it: the study in a journal file and
+    its description in optuna/study.json, one job directory per trial."""
+    optuna = pytest.importorskip("optuna")
+    from bz_lightning.plugins.optuna_pruning import open_storage
+    from hydra_plugins.bz_optuna_sweeper.sweeper import JOURNAL_FILE, STUDY_FILE
+
+    (sweep / "optuna").mkdir(parents=True)
+    journal = str(sweep / JOURNAL_FILE)
+    (sweep / STUDY_FILE).write_text(json.dumps({"storage": journal, "study_name": "bz-sweep", "direction": "minimize"}))
+    study = optuna.create_study(study_name="bz-sweep", storage=open_storage(journal), direction="minimize",
+                                sampler=optuna.samplers.RandomSampler(seed=0))
+    for number in range(trials):
+        trial = study.ask({"optimizer.lr": optuna.distributions.FloatDistribution(1e-4, 1e-1, log=True),
+                           "model.dropout": optuna.distributions.FloatDistribution(0.0, 0.5)})
+        loss = abs(math.log10(trial.params["optimizer.lr"]) + 2) + trial.params["model.dropout"]
+        study.tell(trial, loss)
+        write_job(sweep, str(number), [f"{k}={v!r}" for k, v in trial.params.items()], {"val_loss": loss})
+
+
+def test_an_optuna_sweep_report_adds_optunas_history_and_importances(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    sweep = tmp_path / "sweep"
+    optuna_sweep(sweep, trials=6)
+    import matplotlib
+
+    def style() -> dict:  # all but the backend, which write_report sets to Agg on purpose
+        return {k: v for k, v in matplotlib.rcParams.items() if not k.startswith("backend")}
+
+    before = style()
+    (line,) = write_report(load_summary(sweep), sweep)
+    assert style() == before  # Optuna's ggplot style sheet did not leak out
+    assert line.endswith("(5 panels: val_loss per job (lower is better); val_loss vs optimizer.lr; "
+                         "val_loss vs model.dropout; Optuna: optimization history; Optuna: parameter importances)")
+
+
+def test_what_optuna_says_about_its_plots_is_printed_and_a_lost_study_is_not_recreated(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    sweep = tmp_path / "sweep"
+    optuna_sweep(sweep, trials=1)
+    lines = write_report(load_summary(sweep), sweep)
+    assert lines[0].endswith("(3 panels: val_loss per job (lower is better); Optuna: optimization history; "
+                             "Optuna: parameter importances)")
+    assert lines[1:] == ["Optuna: parameter importances: The number of trials is too small to compute "
+                         "importances. Parameter importances will be equal."]
+    (sweep / "optuna/journal.log").unlink()  # a storage that is gone is not created anew
+    lines = write_report(load_summary(sweep), sweep)
+    assert lines[0].endswith("(1 panel: val_loss per job (lower is better))")
+    assert lines[1:] == [f"Optuna plots not drawn: cannot open the study of {sweep / 'optuna/study.json'}: "
+                         f"FileNotFoundError: no study storage at {sweep / 'optuna/journal.log'}"]
+    assert not (sweep / "optuna/journal.log").exists()

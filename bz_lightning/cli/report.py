@@ -39,7 +39,8 @@ __all__ = ["REPORT_FILE", "REPORT_EXTRA", "load_summary", "numeric_sweeps", "rep
 REPORT_FILE = "report.png"
 #: What to install for the picture; the table needs nothing extra.
 REPORT_EXTRA = "pip install 'bz-lightning[report]'"
-# Where bz's Optuna sweeper describes its study (hydra_plugins/bz_optuna_sweeper STUDY_FILE).
+# Where bz's Optuna sweeper describes its study: its STUDY_FILE, written out so that mypy does
+# not follow into hydra_plugins; tests/test_results.py builds sweeps with the sweeper's own.
 _STUDY_FILE = "optuna/study.json"
 # Sweeps with more jobs than this get bare job numbers on the per-job axis, and no labels
 # beside the points of the parameter panels.
@@ -278,7 +279,8 @@ def write_report(summary: Mapping[str, Any], sweep_dir: str | os.PathLike[str]) 
     except BaseException:
         os.unlink(tmp)
         raise
-    return [f"drew {path} ({len(titles)} panels: {'; '.join(titles)})", *notes]
+    count = f"{len(titles)} panel{'s' if len(titles) != 1 else ''}"
+    return [f"drew {path} ({count}: {'; '.join(titles)})", *notes]
 
 
 def _optuna_panels(sweep_dir: Path, notes: list[str]) -> Iterator[tuple[str, Any]]:
@@ -303,11 +305,13 @@ def _optuna_panels(sweep_dir: Path, notes: list[str]) -> Iterator[tuple[str, Any
     for title, plot in (("Optuna: optimization history", optuna_plots.plot_optimization_history),
                         ("Optuna: parameter importances", optuna_plots.plot_param_importances)):
         try:
-            with _quiet_optuna(optuna):
+            with _optuna_warnings(optuna) as caught:
                 image = _rendered(plot(study))
-        except Exception as err:  # e.g. importances need two completed trials and scikit-learn
+        except Exception as err:  # an evaluator's own dependency missing, a study it cannot plot
             notes.append(f"{title} not drawn: {type(err).__name__}: {err}")
             continue
+        # What Optuna warns about a plot (e.g. too few trials: importances all equal) goes with it.
+        notes.extend(dict.fromkeys(f"{title}: {warning.message}" for warning in caught))
         yield title, image
 
 
@@ -329,14 +333,16 @@ def _load_study(study_file: Path) -> Any:
 
 
 @contextmanager
-def _quiet_optuna(optuna: Any) -> Iterator[None]:
-    """Optuna's matplotlib plots warn that they are experimental and set a global style
-    sheet; keep both inside this block."""
+def _optuna_warnings(optuna: Any) -> Iterator[list[warnings.WarningMessage]]:
+    """Around one of Optuna's matplotlib plots: its global style sheet stays inside, the
+    warning that the plots are experimental is dropped, and every other warning is
+    collected into the list yielded."""
     import matplotlib
 
-    with warnings.catch_warnings(), matplotlib.rc_context():
+    with warnings.catch_warnings(record=True) as caught, matplotlib.rc_context():
+        warnings.simplefilter("always")
         warnings.simplefilter("ignore", optuna.exceptions.ExperimentalWarning)
-        yield
+        yield caught
 
 
 def _rendered(ax: Any) -> Any:
