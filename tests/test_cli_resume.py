@@ -94,9 +94,18 @@ def test_sigterm_saves_last_checkpoint_exits_143_and_rerun_finishes(tmp_path: Pa
 
     import torch
 
+    from bz_lightning.cli.runs import list_runs
+
     (last,) = runs.glob("*/checkpoints/last.ckpt")
     stopped_in = torch.load(last, weights_only=True)["epoch"]
+    (stopped,) = list_runs(runs)  # bz runs: unfinished, as far as the checkpoint got
+    assert (stopped.status, stopped.epochs, stopped.value) == ("unfinished", 500, None)
     target = stopped_in + 2
-    bz_train(f"epochs={target}", "hydra.run.dir=run", cwd=tmp_path)
+    proc = bz_train(f"epochs={target}", "hydra.run.dir=run", cwd=tmp_path)
     finished = record(tmp_path)
     assert finished["resumed_from"].endswith("last.ckpt") and finished["epochs"] == target
+    # bz runs counted the epochs done as the resume did.
+    assert f"from {last.relative_to(tmp_path)} (epoch {stopped.epochs_done} done" in proc.stdout + proc.stderr
+    (done,) = list_runs(runs)
+    assert (done.status, done.epochs_done, done.epochs) == ("complete", target, target)
+    assert done.value == finished["metrics"]["val_loss"]

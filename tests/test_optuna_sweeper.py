@@ -59,6 +59,14 @@ def test_six_trials_with_a_pruner_prune_the_bad_ones(tmp_path: Path) -> None:
     assert pruned["epochs"] < 4 and pruned["stopped_early"]
     results = (sweep / "optimization_results.yaml").read_text()
     assert "pruned" in results
+    # report.png holds Optuna's own plots after bz's panels.
+    pytest.importorskip("matplotlib")
+    from matplotlib.image import imread
+
+    (drew,) = [line for line in proc.stdout.splitlines() if line.startswith(f"drew {sweep / 'report.png'} (")]
+    assert drew.endswith("; Optuna: optimization history; Optuna: parameter importances)"), drew
+    panels = int(drew.split(" (", 1)[1].split()[0])
+    assert imread(sweep / "report.png").shape == (400 * -(-panels // 3), 520 * min(panels, 3), 4)
 
 
 @pytest.mark.slow

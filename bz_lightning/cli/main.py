@@ -4,10 +4,13 @@
                                        train the bz project (train.py + JSON config) here
     bz init [DIR] [--layout bz]        write a project that runs with bz-train (or bz train)
     bz validate CKPT [key=value ...]   evaluate a checkpoint on its data's validation split
+    bz report SWEEP_DIR                a sweep's table again, and its report.png (re)drawn
+    bz runs [--runs-dir DIR]           the runs stored under paths.runs_dir, finished or not
     bz list-plugins | bz list-metrics  what configs can name
     bz health [--json]                 Python, torch, Lightning, devices, memory, disk
 
-``bz --help`` and the list commands import neither torch nor Lightning.
+``bz --help`` and the list commands import neither torch nor Lightning; ``bz runs`` and
+``bz report`` do not import Lightning.
 """
 
 from __future__ import annotations
@@ -23,8 +26,8 @@ from typing import Any
 
 from bz_lightning.errors import BzCheckpointError, BzConfigError
 
-__all__ = ["create_parser", "main", "run_init", "run_training", "run_validation", "run_list_plugins",
-           "run_list_metrics", "run_health"]
+__all__ = ["create_parser", "main", "run_init", "run_training", "run_validation", "run_report", "run_runs",
+           "run_list_plugins", "run_list_metrics", "run_health"]
 
 
 def create_parser() -> argparse.ArgumentParser:
@@ -55,6 +58,13 @@ def create_parser() -> argparse.ArgumentParser:
     validate.add_argument("overrides", nargs="*", help="key=value changes to the run's config, e.g. data.root=DIR")
     validate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     validate.set_defaults(func=run_validation)
+    report = sub.add_parser("report", help="print a sweep's summary table and (re)draw its report.png")
+    report.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a directory bz-train -m wrote (it holds summary.json)")
+    report.set_defaults(func=run_report)
+    runs = sub.add_parser("runs", help="list the runs stored under the runs directory, finished or not")
+    runs.add_argument("--runs-dir", default="runs", help="bz-train's paths.runs_dir (default: runs)")
+    runs.add_argument("--json", action="store_true", help="print as JSON")
+    runs.set_defaults(func=run_runs)
     sub.add_parser("list-plugins", help="plugin names for the plugins group").set_defaults(func=run_list_plugins)
     sub.add_parser("list-metrics", help="metric names for the metrics group").set_defaults(func=run_list_metrics)
     health = sub.add_parser("health", help="versions, accelerators, memory and disk")
@@ -120,6 +130,28 @@ def run_validation(args: argparse.Namespace) -> int:
         width = max(map(len, metrics), default=0)
         for name, value in metrics.items():
             print(f"{name:<{width}}  {value:.4f}")
+    return 0
+
+
+def run_report(args: argparse.Namespace) -> int:
+    """Print the sweep's table (its ``summary.json``) and draw ``report.png`` beside it."""
+    from bz_lightning.cli.report import load_summary, write_report
+    from bz_lightning.cli.summary import format_table
+
+    summary = load_summary(args.sweep_dir)
+    if summary.get("summarized_now"):
+        print(f"no summary.json in {args.sweep_dir} (the sweep did not end): summarized from its job directories")
+    print(format_table(summary))
+    print(*write_report(summary, args.sweep_dir), sep="\n")
+    return 0
+
+
+def run_runs(args: argparse.Namespace) -> int:
+    """List ``<runs_dir>/<signature>/checkpoints*`` (``bz_lightning.cli.runs``)."""
+    from bz_lightning.cli.runs import format_runs, list_runs, runs_as_json
+
+    runs = list_runs(args.runs_dir)
+    print(runs_as_json(runs) if args.json else format_runs(runs, args.runs_dir))
     return 0
 
 

@@ -4,7 +4,8 @@ Each job of bz-train writes ``<job output dir>/metrics.json``; at the end of the
 callback reads them, writes ``<sweep dir>/summary.json`` and prints one row per job (its
 status, overrides and final metrics) with the best job, by ``optimized_metric``, marked.
 The status is ``complete``, ``pruned`` (an Optuna trial stopped early) or ``failed`` (the job
-left no ``metrics.json``: it raised, or its metric diverged to NaN).
+left no ``metrics.json``: it raised, or its metric diverged to NaN). Then it draws
+``<sweep dir>/report.png`` (``bz_lightning.cli.report``; needs matplotlib).
 """
 
 from __future__ import annotations
@@ -106,3 +107,9 @@ class SweepSummary(Callback):
         summary = summarize(sweep_dir, config.get("optimized_metric"))
         (sweep_dir / SUMMARY_FILE).write_text(json.dumps(summary, indent=2) + "\n")
         print(format_table(summary), flush=True)
+        try:
+            from bz_lightning.cli.report import write_report
+
+            print(*write_report(summary, sweep_dir), sep="\n", flush=True)
+        except Exception:  # the picture is a bonus: summary.json and the table above stand
+            log.exception("report.png not drawn in %s", sweep_dir)
