@@ -87,3 +87,13 @@ def test_bz_train_help_lists_groups_with_defaults_and_project_configs_without_to
     assert groups["model"] == "cnn, mlp*, tiny"
     assert groups["metrics"].startswith("accuracy*, f1_score*")
     assert "trainer" in groups and "hydra" not in groups
+
+
+def test_cli_modules_import_without_a_cycle(tmp_path) -> None:
+    """``_launch`` and ``summary`` take the shared names from ``_constants``, not from ``train``
+    (which imports ``_launch``): importing them never imports ``train``."""
+    code = ("import sys, bz_lightning.cli._launch, bz_lightning.cli.summary; "
+            "print('bz_lightning.cli.train' in sys.modules)")
+    proc = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, capture_output=True, text=True, timeout=60)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert proc.stdout.strip() == "False"

@@ -27,7 +27,7 @@ def config_from_checkpoint(checkpoint: dict[str, Any], overrides: list[str]) -> 
     if stored is None:
         from hydra import compose, initialize_config_dir
 
-        from bz_lightning.cli.train import CONF_DIR
+        from bz_lightning.cli._constants import CONF_DIR
 
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = compose("train", overrides=[*overrides, "paths.output_dir=."])

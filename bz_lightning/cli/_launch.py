@@ -15,6 +15,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from bz_lightning.cli._constants import CONF_DIR, CONFIG_NAME
 from bz_lightning.errors import BzConfigError
 
 if TYPE_CHECKING:
@@ -29,7 +30,6 @@ OVERLAY_GROUPS = ("experiment", "debug", "hparams_search")
 _INFO_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion")
 # Sweeps larger than this are checked on their first jobs only.
 _MAX_CHECKED_JOBS = 32
-_CONFIG_NAME = "train"
 
 #: Set by a multirun job for the DDP processes Lightning starts: the command line of that
 #: one job (JSON list), which the processes run instead of the whole sweep.
@@ -174,11 +174,11 @@ class PreparedRun:
 
         def run() -> None:
             callbacks = Callbacks(self.config)
-            callbacks.on_run_start(config=self.config, config_name=_CONFIG_NAME)
+            callbacks.on_run_start(config=self.config, config_name=CONFIG_NAME)
             context = HydraContext(config_loader=self.hydra.config_loader, callbacks=callbacks)
             ret = run_job(hydra_context=context, task_function=task_function, config=self.config,
                           job_dir_key="hydra.run.dir", job_subdir_key=None, configure_logging=True)
-            callbacks.on_run_end(config=self.config, config_name=_CONFIG_NAME, job_return=ret)
+            callbacks.on_run_end(config=self.config, config_name=CONFIG_NAME, job_return=ret)
             _ = ret.return_value  # raises the job's exception, as Hydra.run does
 
         GlobalHydra.instance().initialize(self.hydra)
@@ -196,15 +196,13 @@ def _check(args: Any) -> PreparedRun | None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    from bz_lightning.cli import train as train_module
-
-    search_path = create_config_search_path(f"file://{train_module.CONF_DIR}")
+    search_path = create_config_search_path(f"file://{CONF_DIR}")
     if args.config_dir is not None:
         config_dir = os.path.abspath(args.config_dir)
         if not os.path.isdir(config_dir):
             raise BzConfigError(f"--config-dir {args.config_dir}: no such directory ({config_dir})")
         search_path.prepend("command-line", f"file://{config_dir}", anchor=SearchPathQuery(provider="schema"))
-    hydra = Hydra.create_main_hydra2(task_name=_CONFIG_NAME, config_search_path=search_path)
+    hydra = Hydra.create_main_hydra2(task_name=CONFIG_NAME, config_search_path=search_path)
     loader = hydra.config_loader
 
     parser = OverridesParser.create(config_loader=loader)
@@ -220,7 +218,7 @@ def _check(args: Any) -> PreparedRun | None:
         key = override.key_or_group
         if key.startswith("hydra") or override.is_delete():
             continue
-        options = loader.get_group_options(key, config_name=_CONFIG_NAME, overrides=searchpath)
+        options = loader.get_group_options(key, config_name=CONFIG_NAME, overrides=searchpath)
         if not options:
             continue
         groups[key] = options
@@ -252,7 +250,7 @@ def _prepare_single(hydra: Any, overrides: list[str], groups: dict[str, list[str
     from omegaconf import read_write
 
     try:
-        cfg = hydra.compose_config(_CONFIG_NAME, overrides, run_mode=RunMode.RUN, with_log_configuration=True)
+        cfg = hydra.compose_config(CONFIG_NAME, overrides, run_mode=RunMode.RUN, with_log_configuration=True)
     except Exception as err:
         # Composed leniently, an unknown key reaches the schema check, which names it with
         # "did you mean"; what the schema accepts fails with Hydra's own message.
@@ -272,7 +270,7 @@ def _check_job(hydra: Any, overrides: list[str]) -> None:
     from hydra.types import RunMode
 
     try:
-        cfg = hydra.compose_config(_CONFIG_NAME, overrides, run_mode=RunMode.RUN, with_log_configuration=False)
+        cfg = hydra.compose_config(CONFIG_NAME, overrides, run_mode=RunMode.RUN, with_log_configuration=False)
     except Exception as err:  # Hydra's composition errors: their message is what matters
         raise BzConfigError(_first_lines(err)) from None
     _validate_job(cfg)

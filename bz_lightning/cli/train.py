@@ -22,14 +22,13 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from bz_lightning.cli._constants import CONF_DIR, CONFIG_NAME, METRICS_FILE
 from bz_lightning.cli._launch import exit_with, is_ddp_child, multirun_job, preflight, prepare_argv
 from bz_lightning.errors import BzConfigError
 
-__all__ = ["main", "train", "METRICS_FILE"]
+__all__ = ["main", "train", "CONF_DIR", "METRICS_FILE"]
 
 log = logging.getLogger("bz_lightning.cli")
-
-METRICS_FILE = "metrics.json"
 
 
 def train(cfg: DictConfig) -> dict[str, Any]:
@@ -132,10 +131,6 @@ def optuna_trial_plugin(optimized_metric: str | None) -> Any:
     return create_plugin("optuna_pruning", {"monitor": optimized_metric})
 
 
-# An absolute path: the configs ship inside the package, wherever it is installed.
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
-
 def _job(cfg: DictConfig) -> float | None:
     """The Hydra task: one job. Returns ``optimized_metric`` for sweepers such as Optuna."""
     try:
@@ -147,7 +142,7 @@ def _job(cfg: DictConfig) -> float | None:
     return record["metrics"].get(wanted) if wanted else None
 
 
-_hydra_main = hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")(_job)
+_hydra_main = hydra.main(config_path=CONF_DIR, config_name=CONFIG_NAME, version_base="1.3")(_job)
 
 
 def main() -> None:
