@@ -23,8 +23,8 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from bz_lightning.cli._constants import CONF_DIR, CONFIG_NAME, METRICS_FILE
-from bz_lightning.cli._launch import exit_with, is_ddp_child, multirun_job, preflight, prepare_argv
-from bz_lightning.errors import BzConfigError
+from bz_lightning.cli._launch import add_project_path, exit_with, is_ddp_child, multirun_job, preflight, prepare_argv
+from bz_lightning.errors import BzCheckpointError, BzConfigError
 
 __all__ = ["main", "train", "CONF_DIR", "METRICS_FILE"]
 
@@ -89,6 +89,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         hyperparameters={**values["hyperparameters"], CONFIG_KEY: values},
         scheduler=scheduler,
         plugin_errors=values["trainer"]["plugin_errors"],
+        on_batch_error=values["on_batch_error"],
+        on_nonfinite_loss=values["on_nonfinite_loss"],
+        max_skipped_batches=values["max_skipped_batches"],
         # The signature of the resolved config picks <runs_dir>/<signature>/checkpoints.
         config=values,
         runs_root=values["paths"]["runs_dir"],
@@ -103,6 +106,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         "duration_s": round(result.duration_s, 3),
         "stopped_early": result.stopped_early,
         "plugin_failures": len(result.plugin_failures),
+        "skipped_batches": len(result.skipped_batches),
         "signature": result.signature,
         "checkpoint_dir": result.checkpoint_dir,
         "resumed_from": result.resumed_from,
@@ -136,7 +140,7 @@ def _job(cfg: DictConfig) -> float | None:
     try:
         with multirun_job():
             record = train(cfg)
-    except BzConfigError as err:
+    except (BzConfigError, BzCheckpointError) as err:
         exit_with(err)
     wanted = record["optimized_metric"]
     return record["metrics"].get(wanted) if wanted else None
@@ -147,10 +151,7 @@ _hydra_main = hydra.main(config_path=CONF_DIR, config_name=CONFIG_NAME, version_
 
 def main() -> None:
     """The ``bz-train`` console script."""
-    # Lets a project's own `_target_: mypackage.Model` import from the directory bz-train
-    # runs in, as it would with `python train.py`.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    add_project_path()
     if sys.argv[1:] in (["--help"], ["-h"]):
         from bz_lightning.cli._help import help_text
 
