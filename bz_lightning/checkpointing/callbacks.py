@@ -5,7 +5,8 @@
 after every other callback: it writes ``last.ckpt`` at the end of every epoch (so that file
 holds the complete state, including what ``end_epoch`` decided), saves the RNG state and
 the interrupted epoch's loader position, and turns SIGTERM into a checkpoint at the next
-batch boundary followed by ``Preempted`` (exit status 143).
+batch boundary followed by ``Preempted`` (exit status 143), and Ctrl-C (SIGINT) likewise
+into ``Interrupted`` (exit status 130).
 """
 
 from __future__ import annotations
@@ -24,7 +25,10 @@ from bz_lightning.context import split_stats
 if TYPE_CHECKING:
     from bz_lightning.bridge import LifecycleCallback
 
-__all__ = ["EpochCheckpoint", "LAST", "Preempted", "ResumeCheckpoint", "SIGNATURE_KEY", "epoch_checkpoint_name"]
+__all__ = [
+    "EpochCheckpoint", "INTERRUPTED_EXIT_CODE", "Interrupted", "LAST", "PREEMPTED_EXIT_CODE", "Preempted",
+    "ResumeCheckpoint", "SIGNATURE_KEY", "epoch_checkpoint_name",
+]
 
 log = logging.getLogger("bz_lightning")
 
@@ -33,6 +37,8 @@ LAST = "last.ckpt"
 SIGNATURE_KEY = "bz_signature"
 #: The exit status of a run stopped by SIGTERM: 128 + 15, what a shell reports for it.
 PREEMPTED_EXIT_CODE = 143
+#: The exit status of a run stopped by Ctrl-C: 128 + 2 (SIGINT), what a shell reports for it.
+INTERRUPTED_EXIT_CODE = 130
 
 
 def epoch_checkpoint_name(epoch: int) -> str:
@@ -52,16 +58,30 @@ class Preempted(SystemExit):
         epoch / batch: where training stopped (epoch from 0; batches done in that epoch).
     """
 
+    exit_code = PREEMPTED_EXIT_CODE
+    cause = "SIGTERM"
+
     def __init__(self, checkpoint_path: str | None, epoch: int = 0, batch: int = 0) -> None:
-        super().__init__(PREEMPTED_EXIT_CODE)
+        super().__init__(self.exit_code)
         self.checkpoint_path = checkpoint_path
         self.epoch = epoch
         self.batch = batch
 
     def __str__(self) -> str:
         where = f"saved {self.checkpoint_path}" if self.checkpoint_path else "no checkpoint written"
-        return (f"training stopped by SIGTERM at epoch {self.epoch}, batch {self.batch} ({where}); "
+        return (f"training stopped by {self.cause} at epoch {self.epoch}, batch {self.batch} ({where}); "
                 "run the same command again to continue")
+
+
+class Interrupted(Preempted):
+    """Training stopped on Ctrl-C (SIGINT) after saving ``last.ckpt``; the process exits with 130.
+
+    The first Ctrl-C is handled like SIGTERM (the current batch finishes, ``last.ckpt`` is
+    saved); a second one stops at once, without saving, still with status 130.
+    """
+
+    exit_code = INTERRUPTED_EXIT_CODE
+    cause = "Ctrl-C"
 
 
 class EpochCheckpoint(pl.Callback):
@@ -102,8 +122,9 @@ class ResumeCheckpoint(pl.Callback):
         self.signature = signature
         self.replay = replay
         self._trainer: pl.Trainer | None = None
-        self._sigterm = False
-        self._previous_handler: Any = None
+        # What a signal asked for: Preempted (SIGTERM) or Interrupted (Ctrl-C), else None.
+        self._stop: type[Preempted] | None = None
+        self._previous_handlers: dict[int, Any] = {}
         self._mid_epoch_save = False
         self.preempted: Preempted | None = None
 
@@ -116,54 +137,72 @@ class ResumeCheckpoint(pl.Callback):
         self._trainer = trainer
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Lightning's own handler ends fit with exit status 0 and may stop mid-validation;
-        # ours only raises a flag that the next batch boundary acts on.
-        self._sigterm = False
-        if threading.current_thread() is threading.main_thread():
-            self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
+        # Lightning's own SIGTERM handler ends fit with exit status 0 and may stop
+        # mid-validation, and its Ctrl-C handling exits with 1 without saving; ours only
+        # raise a flag that the next batch boundary acts on.
+        self._stop = None
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._previous_handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # e.g. a background job: Ctrl-C is not ours
+            self._previous_handlers[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
-        if not self._sigterm:
+        if self._stop is None:
             log.warning("received SIGTERM: saving %s after the current batch, then exiting with status %d",
                         self.last_path, PREEMPTED_EXIT_CODE)
-        self._sigterm = True
+            self._stop = Preempted
 
-    def _restore_handler(self) -> None:
-        if self._previous_handler is not None and threading.current_thread() is threading.main_thread():
-            signal.signal(signal.SIGTERM, self._previous_handler)
-        self._previous_handler = None
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._stop is Interrupted:  # the second Ctrl-C: stop now, as Python would
+            self._restore_handlers()
+            raise KeyboardInterrupt
+        log.warning("Ctrl-C: saving %s after the current batch, then exiting with status %d "
+                    "(Ctrl-C again to stop at once, without saving)", self.last_path, INTERRUPTED_EXIT_CODE)
+        self._stop = Interrupted
 
-    def _stop_requested(self, trainer: pl.Trainer) -> bool:
+    def _restore_handlers(self) -> None:
+        if threading.current_thread() is threading.main_thread():
+            for signum, handler in self._previous_handlers.items():
+                signal.signal(signum, handler)
+        self._previous_handlers = {}
+
+    def _stop_requested(self, trainer: pl.Trainer) -> type[Preempted] | None:
+        """What this process or, under DDP, any process was asked to do by a signal."""
         if trainer.world_size > 1:
-            return bool(trainer.strategy.reduce_boolean_decision(self._sigterm, all=False))
-        return self._sigterm
+            if trainer.strategy.reduce_boolean_decision(self._stop is not None, all=False):
+                return self._stop or Preempted
+            return None
+        return self._stop
 
     # ---------------------------------------------------------------------- saving
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if not self._stop_requested(trainer):
+        stop = self._stop_requested(trainer)
+        if stop is None:
             return
         self._mid_epoch_save = True
         try:
             trainer.save_checkpoint(self.last_path, weights_only=False)
         finally:
             self._mid_epoch_save = False
-        self.preempted = Preempted(self.last_path, trainer.current_epoch, batch_idx + 1)
+        self.preempted = stop(self.last_path, trainer.current_epoch, batch_idx + 1)
         raise self.preempted
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         trainer.save_checkpoint(self.last_path, weights_only=False)
-        if self._stop_requested(trainer):
+        stop = self._stop_requested(trainer)
+        if stop is not None:
             # batch_progress.current is a _ProcessedTracker at run time; its annotation is narrower.
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # type: ignore[attr-defined]
-            self.preempted = Preempted(self.last_path, trainer.current_epoch, done)
+            self.preempted = stop(self.last_path, trainer.current_epoch, done)
             raise self.preempted
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._restore_handler()
+        self._restore_handlers()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._restore_handler()
+        self._restore_handlers()
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
