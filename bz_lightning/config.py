@@ -110,7 +110,8 @@ def _optional(rule: Rule) -> Rule:
 
 def _one_of(choices: tuple[Any, ...]) -> Rule:
     shown = dict.fromkeys(str(c) for c in choices)  # 16 and "16" read the same
-    return Rule(lambda value: not isinstance(value, bool) and value in choices, "one of " + ", ".join(shown))
+    # By type too: 16.0 == 16 and True == 1, yet Lightning takes neither for precision 16.
+    return Rule(lambda value: any(type(value) is type(c) and value == c for c in choices), "one of " + ", ".join(shown))
 
 
 def _rule(default: Any, rule: Rule) -> Any:
@@ -129,7 +130,7 @@ _AT_LEAST_0 = _between(0)
 _AT_LEAST_1 = _between(1, integer=True)
 _COUNT = _between(0, integer=True)
 _FRACTION = _between(0, 1)
-_DROPOUT = _between(0, 1, high_open=True)
+_BELOW_ONE = _between(0, 1, high_open=True)
 _SIZES = _items(_AT_LEAST_1)
 #: ``trainer.precision`` values ``lightning.Trainer`` accepts (its ``_PRECISION_INPUT``; a test
 #: keeps the two equal).
@@ -162,7 +163,7 @@ class MLPConfig:
     input_shape: List[int] = _rule(MISSING, _SIZES)
     num_classes: int = _rule(MISSING, _AT_LEAST_1)
     hidden_sizes: List[int] = _rule([128, 64], _SIZES)
-    dropout: float = _rule(0.0, _DROPOUT)
+    dropout: float = _rule(0.0, _BELOW_ONE)
 
 
 @dataclass
@@ -172,7 +173,7 @@ class CNNConfig:
     num_classes: int = _rule(MISSING, _AT_LEAST_1)
     channels: List[int] = _rule([32, 64], _SIZES)
     hidden: int = _rule(128, _AT_LEAST_1)
-    dropout: float = _rule(0.1, _DROPOUT)
+    dropout: float = _rule(0.1, _BELOW_ONE)
 
 
 # ------------------------------------------------------------------------- optimizer
@@ -181,7 +182,7 @@ class AdamConfig:
     _target_: str = "torch.optim.Adam"
     _partial_: bool = True
     lr: float = _rule(1e-3, _AT_LEAST_0)
-    betas: List[float] = _rule([0.9, 0.999], _items(_DROPOUT, length=2))
+    betas: List[float] = _rule([0.9, 0.999], _items(_BELOW_ONE, length=2))
     eps: float = _rule(1e-8, _AT_LEAST_0)
     weight_decay: float = _rule(0.0, _AT_LEAST_0)
     amsgrad: bool = False
