@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install train test bench lint typecheck clean
+.PHONY: install train test test-lowest bench lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -22,6 +22,19 @@ train: install
 # The README's test command.
 test: install
 	$(BIN)/python -m pytest -q
+
+# The suite on the lowest versions pyproject.toml allows (torch: TORCH_SPEC's), in a venv of
+# its own: the lower bounds are claims, this checks them.
+LOWEST_VENV ?= .venv-lowest
+test-lowest:
+	rm -rf $(LOWEST_VENV)
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/pip install -q --upgrade pip
+	@if [ -n "$(TORCH_SPEC)" ]; then $(LOWEST_VENV)/bin/pip install -q "$(TORCH_SPEC)"; fi
+	$(LOWEST_VENV)/bin/python .ci/lowest_constraints.py > $(LOWEST_VENV)/constraints.txt
+	$(LOWEST_VENV)/bin/pip install -q -c $(LOWEST_VENV)/constraints.txt -e ".[test]"
+	$(LOWEST_VENV)/bin/pip list --format=freeze | grep -i -E "^($$(cut -d= -f1 $(LOWEST_VENV)/constraints.txt | paste -sd'|'))=="
+	$(LOWEST_VENV)/bin/python -m pytest -q
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
