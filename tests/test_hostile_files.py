@@ -203,3 +203,15 @@ def test_a_local_module_does_not_shadow_an_installed_package(tmp_path: Path) -> 
     assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
     assert not marker.exists()
     assert "project_models.Tiny" in (tmp_path / "run/config.yaml").read_text()
+
+
+def test_the_suggested_overrides_never_look_outside_the_config_groups(tmp_path: Path) -> None:
+    """Group names in a stored config are the file's: one spelled as a path is not listed."""
+    elsewhere = tmp_path / "elsewhere"
+    elsewhere.mkdir()
+    (elsewhere / "secret.yaml").write_text("_target_: bz_lightning.models.CNN\n")
+    stored = {"bz_config": {str(elsewhere): {"_target_": "bz_lightning.models.CNN"},
+                            "model": {"_target_": "bz_lightning.models.CNN"}}}
+    report = stored_config_report("x.ckpt", {"hyper_parameters": stored},
+                                  {"model": {"_target_": "bz_lightning.models.MLP"}})
+    assert report is not None and "model=cnn" in report and "secret" not in report

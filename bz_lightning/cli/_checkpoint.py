@@ -145,8 +145,11 @@ def _overrides(keys: list[str], stored: Mapping[str, Any]) -> str:
     ``_target_`` differs and an option of the group builds the stored one, else ``key=value``."""
     from bz_lightning.cli._constants import CONF_DIR
 
-    groups = {k.split(".")[0]: _option_for(k.split(".")[0], stored[k], (CONF_DIR, os.path.join(os.getcwd(), "conf")))
-              for k in keys if k.endswith("._target_") and k.count(".") == 1 and k in stored}
+    conf_dirs = (CONF_DIR, os.path.join(os.getcwd(), "conf"))
+    # Group names come from the file: only plain names are looked up (no "../" into elsewhere).
+    groups = {k.split(".")[0]: _option_for(k.split(".")[0], stored[k], conf_dirs)
+              for k in keys if k.endswith("._target_") and k.count(".") == 1 and k in stored
+              and k.split(".")[0].isidentifier()}
     picked = [f"{group}={option}" for group, option in groups.items() if option]
     # The picked option builds the stored target; its keys that differ from yours follow it.
     rest = [f"{k}={_show(stored[k])}" for k in keys
@@ -165,8 +168,11 @@ def _option_for(group: str, target: Any, conf_dirs: tuple[str, ...]) -> str | No
         folder = os.path.join(conf, group)
         for name in sorted(os.listdir(folder)) if os.path.isdir(folder) else []:
             if name.endswith(".yaml"):
-                with open(os.path.join(folder, name)) as f:
-                    node = yaml.safe_load(f)
+                try:
+                    with open(os.path.join(folder, name)) as f:
+                        node = yaml.safe_load(f)
+                except (OSError, yaml.YAMLError):  # not ours to report here: bz-train will
+                    continue
                 if isinstance(node, dict) and node.get("_target_") == target:
                     return name[: -len(".yaml")]
     return None
