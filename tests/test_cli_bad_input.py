@@ -110,15 +110,22 @@ def test_full_error_raises(monkeypatch) -> None:
         train_cli.main()
 
 
-def test_config_errors_do_not_import_torch(tmp_path) -> None:
+@pytest.mark.parametrize("argv, fragment", [
+    ("model=mpl", "did you mean 'mlp'?"),
+    ("metrics=[accuracy,mse]", "(regression)"),
+    ("optimizer.lr=nan", "expected a number >= 0"),
+    (f"paths.runs_dir={A_FILE}/runs", "cannot be a directory"),
+])
+def test_config_errors_do_not_import_torch(argv, fragment, tmp_path) -> None:
     """A typo costs a fraction of a second: neither torch nor Lightning is imported."""
-    code = "import sys; from bz_lightning.cli.train import main; sys.argv = ['bz-train', 'model=mpl']; main()"
+    (tmp_path / A_FILE).write_text("")
+    code = f"import sys; from bz_lightning.cli.train import main; sys.argv = ['bz-train', {argv!r}]; main()"
     proc = subprocess.run([sys.executable, "-X", "importtime", "-c", code], cwd=tmp_path,
                           capture_output=True, text=True, timeout=60)
     assert proc.returncode == 2
     imported = {line.rsplit("|", 1)[-1].strip() for line in proc.stderr.splitlines() if line.startswith("import time:")}
     assert "torch" not in imported and "lightning" not in imported
-    assert "did you mean 'mlp'?" in proc.stderr and "Traceback" not in proc.stderr
+    assert fragment in proc.stderr and "Traceback" not in proc.stderr
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["list-metrics"], ["list-plugins"]])
