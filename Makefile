@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install train test test-slurm bench lint typecheck clean
+.PHONY: install train test test-lowest test-slurm bench lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -28,6 +28,19 @@ test: install
 # stops afterwards, whatever happens. The tests get 13 minutes, all of it 15 at most.
 test-slurm: install
 	$(BIN)/python tests/slurm/slurm_cluster.py run --timeout 780 -- $(BIN)/python -m pytest -q -m slurm --durations=0 tests/slurm
+
+# The suite on the lowest versions pyproject.toml allows (torch: TORCH_SPEC's), in a venv of
+# its own: the lower bounds are claims, this checks them.
+LOWEST_VENV ?= .venv-lowest
+test-lowest:
+	rm -rf $(LOWEST_VENV)
+	$(PYTHON) -m venv $(LOWEST_VENV)
+	$(LOWEST_VENV)/bin/pip install -q --upgrade pip
+	@if [ -n "$(TORCH_SPEC)" ]; then $(LOWEST_VENV)/bin/pip install -q "$(TORCH_SPEC)"; fi
+	$(LOWEST_VENV)/bin/python .ci/lowest_constraints.py > $(LOWEST_VENV)/constraints.txt
+	$(LOWEST_VENV)/bin/pip install -q -c $(LOWEST_VENV)/constraints.txt -e ".[test]"
+	$(LOWEST_VENV)/bin/pip list --format=freeze | grep -i -E "^($$(cut -d= -f1 $(LOWEST_VENV)/constraints.txt | paste -sd'|'))=="
+	$(LOWEST_VENV)/bin/python -m pytest -q
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py

@@ -10,7 +10,14 @@ from typing import TYPE_CHECKING
 
 from bz_lightning._lazy import lazy_getattr
 from bz_lightning.context import PluginContext
-from bz_lightning.errors import BzCheckpointError, BzConfigError, BzError, BzPluginError, NonFiniteLossError
+from bz_lightning.errors import (
+    BzCheckpointError,
+    BzConfigError,
+    BzDiskFullError,
+    BzError,
+    BzPluginError,
+    NonFiniteLossError,
+)
 from bz_lightning.stages import Stage
 
 __version__ = "0.1.0"
@@ -25,6 +32,7 @@ _LAZY = {
     "find_latest_checkpoint_epoch": "bz_lightning.checkpointing",
     "compute_training_signature": "bz_lightning.checkpointing",
     "Preempted": "bz_lightning.checkpointing",
+    "Interrupted": "bz_lightning.checkpointing",
 }
 
 __all__ = [
@@ -33,6 +41,7 @@ __all__ = [
     "BzError",
     "BzConfigError",
     "BzCheckpointError",
+    "BzDiskFullError",
     "BzPluginError",
     "NonFiniteLossError",
     *_LAZY,
@@ -40,7 +49,12 @@ __all__ = [
 
 if TYPE_CHECKING:
     from bz_lightning.bridge import STAGE_HOOKS, LifecycleCallback
-    from bz_lightning.checkpointing import Preempted, compute_training_signature, find_latest_checkpoint_epoch
+    from bz_lightning.checkpointing import (
+        Interrupted,
+        Preempted,
+        compute_training_signature,
+        find_latest_checkpoint_epoch,
+    )
     from bz_lightning.module import BzModule
     from bz_lightning.trainer import Trainer, TrainingResult
 

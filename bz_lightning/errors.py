@@ -11,6 +11,7 @@ __all__ = [
     "BzError",
     "BzConfigError",
     "BzCheckpointError",
+    "BzDiskFullError",
     "BzPluginError",
     "NonFiniteLossError",
     "closest_match",
@@ -46,6 +47,28 @@ class BzCheckpointError(BzError):
     """A checkpoint could not be written, found or read."""
 
 
+class BzDiskFullError(BzCheckpointError, OSError):
+    """A file could not be written because its filesystem is full (or the quota is spent).
+
+    Raised by every atomic write (checkpoints, ``result.json``, ``metrics.json``) in place of
+    what the writer saw (torch reports a full disk as ``unexpected pos``); the file that was
+    there before is left as it was. Both a ``BzCheckpointError`` and an ``OSError``
+    (``errno.ENOSPC``), so either kind of handler catches it.
+
+    Attributes:
+        path: the file that could not be written (also ``filename``).
+    """
+
+    def __init__(self, path: str) -> None:
+        import errno
+
+        OSError.__init__(self, errno.ENOSPC, "no space left", path)
+        self.path = path
+
+    def __str__(self) -> str:
+        return f"no space left on {self.path} (the file there before, if any, is unchanged)"
+
+
 class BzPluginError(BzError):
     """A plugin failed in a stage while ``plugin_errors="raise"`` was set.
 
@@ -78,8 +101,8 @@ class NonFiniteLossError(BzError, FloatingPointError):
         last = "none yet" if last_finite_loss is None else f"{last_finite_loss:.6g}"
         super().__init__(
             f"loss is {value} at epoch {epoch}, batch {batch} (last finite loss: {last}); "
-            "lower the learning rate, clip gradients (gradient_clip_val=...), or pass "
-            'on_nonfinite_loss="skip" to skip such batches'
+            "lower the learning rate, clip gradients (bz-train: trainer.gradient_clip_val=1.0), or skip such "
+            "batches with on_nonfinite_loss=skip (a bz-train key and a Trainer.train argument)"
         )
 
 

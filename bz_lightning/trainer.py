@@ -197,6 +197,8 @@ class Trainer:
             OSError: a checkpoint write failed under ``on_checkpoint_error="raise"``.
             Preempted: SIGTERM stopped training after saving ``last.ckpt`` (a ``SystemExit``
                 with code 143; re-running the same call continues).
+            Interrupted: the same for Ctrl-C, with code 130 (a ``Preempted``). A second
+                Ctrl-C stops at once without saving: ``SystemExit(130)``.
         """
         import lightning.pytorch as pl
         from lightning.pytorch.utilities.exceptions import SIGTERMException
@@ -286,6 +288,11 @@ class Trainer:
             except SystemExit as stop:
                 if checkpoints is not None and checkpoints.is_preemption(stop):
                     self.logger.warning("%s", stop)
+                elif isinstance(stop.__context__, KeyboardInterrupt):
+                    # Lightning ends a fit stopped by Ctrl-C with exit(1); a shell reports 130.
+                    from bz_lightning.checkpointing.callbacks import INTERRUPTED_EXIT_CODE
+
+                    raise SystemExit(INTERRUPTED_EXIT_CODE) from stop.__context__
                 raise
         result = _result(bridge, module, lightning_trainer, time.perf_counter() - started)
         if lightning_trainer.world_size > 1 and torch.distributed.is_initialized():

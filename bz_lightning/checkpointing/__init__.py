@@ -6,7 +6,7 @@
   ``to_plain``.
 * ``rng``: RNG state as plain data and the loader replay behind exact mid-epoch resume.
 * ``callbacks``: ``EpochCheckpoint`` (``epoch-N.ckpt``), ``ResumeCheckpoint``
-  (``last.ckpt``, RNG, SIGTERM) and ``Preempted``.
+  (``last.ckpt``, RNG, SIGTERM, Ctrl-C), ``Preempted`` and ``Interrupted``.
 * ``failures``: ``on_checkpoint_error``: a failing write logged and counted, or raised.
 * ``resume``: the directory layout, ``plan_resume`` and the finished-run marker.
 
@@ -22,6 +22,8 @@ from bz_lightning._lazy import lazy_getattr
 
 # name -> module that defines it; imported on first access (PEP 562).
 _LAZY = {
+    "INTERRUPTED_EXIT_CODE": "bz_lightning.checkpointing.callbacks",
+    "Interrupted": "bz_lightning.checkpointing.callbacks",
     "LAST": "bz_lightning.checkpointing.callbacks",
     "PREEMPTED_EXIT_CODE": "bz_lightning.checkpointing.callbacks",
     "SIGNATURE_KEY": "bz_lightning.checkpointing.callbacks",
@@ -60,10 +62,12 @@ __all__ = sorted(_LAZY)
 
 if TYPE_CHECKING:
     from bz_lightning.checkpointing.callbacks import (
+        INTERRUPTED_EXIT_CODE,
         LAST,
         PREEMPTED_EXIT_CODE,
         SIGNATURE_KEY,
         EpochCheckpoint,
+        Interrupted,
         Preempted,
         ResumeCheckpoint,
     )

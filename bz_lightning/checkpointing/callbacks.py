@@ -5,9 +5,9 @@
 after every other callback: it writes ``last.ckpt`` at the end of every epoch (so that file
 holds the complete state, including what ``end_epoch`` decided), saves the RNG state and
 the interrupted epoch's loader position, and turns SIGTERM into a checkpoint at the next
-batch boundary followed by ``Preempted`` (exit status 143). In a submitit job it does the
-same with submitit's time-limit warning (``SIGUSR2``) before handing it to submitit, which
-requeues the job.
+batch boundary followed by ``Preempted`` (exit status 143), and Ctrl-C (SIGINT) likewise
+into ``Interrupted`` (exit status 130). In a submitit job it does the same with submitit's
+time-limit warning (``SIGUSR2``) before handing it to submitit, which requeues the job.
 """
 
 from __future__ import annotations
@@ -27,7 +27,10 @@ if TYPE_CHECKING:
     from bz_lightning.bridge import LifecycleCallback
     from bz_lightning.checkpointing.failures import CheckpointWrites
 
-__all__ = ["EpochCheckpoint", "LAST", "Preempted", "ResumeCheckpoint", "SIGNATURE_KEY", "epoch_checkpoint_name"]
+__all__ = [
+    "EpochCheckpoint", "INTERRUPTED_EXIT_CODE", "Interrupted", "LAST", "PREEMPTED_EXIT_CODE", "Preempted",
+    "ResumeCheckpoint", "SIGNATURE_KEY", "epoch_checkpoint_name",
+]
 
 log = logging.getLogger("bz_lightning")
 
@@ -36,6 +39,8 @@ LAST = "last.ckpt"
 SIGNATURE_KEY = "bz_signature"
 #: The exit status of a run stopped by SIGTERM: 128 + 15, what a shell reports for it.
 PREEMPTED_EXIT_CODE = 143
+#: The exit status of a run stopped by Ctrl-C: 128 + 2 (SIGINT), what a shell reports for it.
+INTERRUPTED_EXIT_CODE = 130
 # submitit sets SUBMITIT_FOLDER in its jobs; its warning signal (sent `signal_delay_s`
 # before the time limit) is SIG + $SUBMITIT_PREEMPT_SIGNAL, USR2 by default.
 _SUBMITIT_JOB_ENV = "SUBMITIT_FOLDER"
@@ -66,16 +71,30 @@ class Preempted(SystemExit):
         epoch / batch: where training stopped (epoch from 0; batches done in that epoch).
     """
 
+    exit_code = PREEMPTED_EXIT_CODE
+    cause = "SIGTERM"
+
     def __init__(self, checkpoint_path: str | None, epoch: int = 0, batch: int = 0) -> None:
-        super().__init__(PREEMPTED_EXIT_CODE)
+        super().__init__(self.exit_code)
         self.checkpoint_path = checkpoint_path
         self.epoch = epoch
         self.batch = batch
 
     def __str__(self) -> str:
         where = f"saved {self.checkpoint_path}" if self.checkpoint_path else "no checkpoint written"
-        return (f"training stopped by SIGTERM at epoch {self.epoch}, batch {self.batch} ({where}); "
+        return (f"training stopped by {self.cause} at epoch {self.epoch}, batch {self.batch} ({where}); "
                 "run the same command again to continue")
+
+
+class Interrupted(Preempted):
+    """Training stopped on Ctrl-C (SIGINT) after saving ``last.ckpt``; the process exits with 130.
+
+    The first Ctrl-C is handled like SIGTERM (the current batch finishes, ``last.ckpt`` is
+    saved); a second one stops at once, without saving, still with status 130.
+    """
+
+    exit_code = INTERRUPTED_EXIT_CODE
+    cause = "Ctrl-C"
 
 
 def _save(trainer: pl.Trainer, path: str, writes: CheckpointWrites | None) -> bool:
@@ -131,10 +150,12 @@ class ResumeCheckpoint(pl.Callback):
         self.replay = replay
         self.writes = writes
         self._trainer: pl.Trainer | None = None
-        self._sigterm = False
-        self._previous_handler: Any = None
-        # submitit's warning signal and its handler, which bz runs after saving.
-        self._warning: tuple[signal.Signals, Any] | None = None
+        # What a signal asked for: Preempted (SIGTERM, submitit's time-limit warning) or
+        # Interrupted (Ctrl-C), else None.
+        self._stop: type[Preempted] | None = None
+        self._previous_handlers: dict[int, Any] = {}
+        # submitit's warning signal, in a submitit job; bz saves, then runs submitit's handler.
+        self._warning: signal.Signals | None = None
         self._warned = False
         self._mid_epoch_save = False
         self.preempted: Preempted | None = None
@@ -148,83 +169,102 @@ class ResumeCheckpoint(pl.Callback):
         self._trainer = trainer
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        # Lightning's own handler ends fit with exit status 0 and may stop mid-validation;
-        # ours only raises a flag that the next batch boundary acts on.
-        self._sigterm = self._warned = False
-        if threading.current_thread() is threading.main_thread():
-            self._previous_handler = signal.signal(signal.SIGTERM, self._on_sigterm)
-            # submitit requeues the job from inside its handler and exits at once: the
-            # batches since the last epoch end would be lost, every time, and an epoch
-            # longer than the time limit would never finish. So the handler waits for the
-            # next batch boundary and last.ckpt.
-            warning = _submitit_warning_signal()
-            if warning is not None and callable(signal.getsignal(warning)):
-                self._warning = (warning, signal.signal(warning, self._on_warning))
+        # Lightning's own SIGTERM handler ends fit with exit status 0 and may stop
+        # mid-validation, and its Ctrl-C handling exits with 1 without saving; ours only
+        # raise a flag that the next batch boundary acts on.
+        self._stop = None
+        self._warned = False
+        if threading.current_thread() is not threading.main_thread():
+            return
+        self._previous_handlers[signal.SIGTERM] = signal.signal(signal.SIGTERM, self._on_sigterm)
+        if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:  # e.g. a background job: Ctrl-C is not ours
+            self._previous_handlers[signal.SIGINT] = signal.signal(signal.SIGINT, self._on_sigint)
+        # submitit requeues the job from inside its handler and exits at once: the batches
+        # since the last epoch end would be lost, every time, and an epoch longer than the
+        # time limit would never finish. So the handler waits for the next batch boundary
+        # and last.ckpt.
+        warning = _submitit_warning_signal()
+        if warning is not None and callable(signal.getsignal(warning)):
+            self._warning = warning
+            self._previous_handlers[warning] = signal.signal(warning, self._on_warning)
 
     def _on_sigterm(self, signum: int, frame: Any) -> None:
-        if not self._sigterm:
+        if self._stop is None:
             log.warning("received SIGTERM: saving %s after the current batch, then exiting with status %d",
                         self.last_path, PREEMPTED_EXIT_CODE)
-        self._sigterm = True
+            self._stop = Preempted
+
+    def _on_sigint(self, signum: int, frame: Any) -> None:
+        if self._stop is Interrupted:  # the second Ctrl-C: stop now, as Python would
+            self._restore_handlers()
+            raise KeyboardInterrupt
+        log.warning("Ctrl-C: saving %s after the current batch, then exiting with status %d "
+                    "(Ctrl-C again to stop at once, without saving)", self.last_path, INTERRUPTED_EXIT_CODE)
+        self._stop = Interrupted
 
     def _on_warning(self, signum: int, frame: Any) -> None:
         if not self._warned:
             log.warning("received %s (the job's time limit is near): saving %s after the current batch, then "
                         "submitit requeues the job", signal.Signals(signum).name, self.last_path)
         self._warned = True
+        if self._stop is None:
+            self._stop = Preempted
 
-    def _restore_handler(self) -> None:
+    def _restore_handlers(self) -> None:
         if threading.current_thread() is threading.main_thread():
-            if self._previous_handler is not None:
-                signal.signal(signal.SIGTERM, self._previous_handler)
-            if self._warning is not None:
-                signal.signal(*self._warning)
-        self._previous_handler = None
-        self._warning = None
+            for signum, handler in self._previous_handlers.items():
+                signal.signal(signum, handler)
+        self._previous_handlers = {}
 
-    def _stop_requested(self, trainer: pl.Trainer) -> bool:
-        stop = self._sigterm or self._warned
+    def _stop_requested(self, trainer: pl.Trainer) -> type[Preempted] | None:
+        """What this process or, under DDP, any process was asked to do by a signal."""
         if trainer.world_size > 1:
-            return bool(trainer.strategy.reduce_boolean_decision(stop, all=False))
-        return stop
+            if trainer.strategy.reduce_boolean_decision(self._stop is not None, all=False):
+                return self._stop or Preempted
+            return None
+        return self._stop
 
-    def _stop(self, preempted: Preempted) -> Preempted:
+    def _stopped(self, preempted: Preempted) -> Preempted:
         """After the save: hand a submitit warning to submitit's handler (it requeues the
         job and exits the process); otherwise, or where it returns (a rank other than 0),
         the caller raises ``preempted``."""
         self.preempted = preempted
         warning = self._warning
         if self._warned and warning is not None:
-            self._restore_handler()
+            handler = self._previous_handlers.get(warning)
+            self._restore_handlers()
             log.warning("training stopped by %s at epoch %d, batch %d (saved %s); submitit requeues the job",
-                        warning[0].name, preempted.epoch, preempted.batch, preempted.checkpoint_path)
-            warning[1](warning[0], None)
+                        warning.name, preempted.epoch, preempted.batch, preempted.checkpoint_path)
+            if callable(handler):
+                handler(warning, None)
         return preempted
 
     # ---------------------------------------------------------------------- saving
     def on_train_batch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule, outputs: Any, batch: Any,
                            batch_idx: int) -> None:
-        if not self._stop_requested(trainer):
+        stop = self._stop_requested(trainer)
+        if stop is None:
             return
         self._mid_epoch_save = True
         try:
             saved = _save(trainer, self.last_path, self.writes)
         finally:
             self._mid_epoch_save = False
-        raise self._stop(Preempted(self.last_path if saved else None, trainer.current_epoch, batch_idx + 1))
+        raise self._stopped(stop(self.last_path if saved else None, trainer.current_epoch, batch_idx + 1))
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         saved = _save(trainer, self.last_path, self.writes)
-        if self._stop_requested(trainer):
+        stop = self._stop_requested(trainer)
+        if stop is not None:
             # batch_progress.current is a _ProcessedTracker at run time; its annotation is narrower.
             done = trainer.fit_loop.epoch_loop.batch_progress.current.processed  # type: ignore[attr-defined]
-            raise self._stop(Preempted(self.last_path if saved else None, trainer.current_epoch, done))
+            raise self._stopped(stop(self.last_path if saved else None, trainer.current_epoch, done))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
-        self._restore_handler()
+        self._restore_handlers()
 
     def on_exception(self, trainer: pl.Trainer, pl_module: pl.LightningModule, exception: BaseException) -> None:
-        self._restore_handler()
+        self._restore_handlers()
 
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:

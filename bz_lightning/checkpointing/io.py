@@ -9,9 +9,11 @@ from __future__ import annotations
 
 import collections
 import enum
+import errno
 import json
 import logging
 import os
+import re
 from collections.abc import Callable, Mapping
 from pathlib import Path
 from typing import Any
@@ -19,16 +21,18 @@ from typing import Any
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from bz_lightning.errors import BzCheckpointError
+from bz_lightning.errors import BzCheckpointError, BzDiskFullError
 
 __all__ = [
     "CHECKPOINT_VERSION",
     "VERSION_KEY",
     "AtomicCheckpointIO",
     "atomic_write_bytes",
+    "describe_load_error",
     "load_checkpoint",
     "remove_stale_temp_files",
     "to_plain",
+    "write_json",
 ]
 
 log = logging.getLogger("bz_lightning")
@@ -101,6 +105,11 @@ def atomic_write_bytes(path: str | os.PathLike[str], write: Callable[[Any], None
     final rename never crosses filesystems, whatever ``$TMPDIR`` is); it is flushed and
     fsynced, renamed over ``path`` with ``os.replace``, and the directory is fsynced so the
     rename itself survives a power cut.
+
+    Raises:
+        BzDiskFullError: the filesystem is full (or the quota spent), however the writer
+            reported it (torch says ``unexpected pos``); the message names ``path``. The
+            temp file is removed and ``path`` is left as it was.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,10 +120,26 @@ def atomic_write_bytes(path: str | os.PathLike[str], write: Callable[[Any], None
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as err:
         tmp.unlink(missing_ok=True)
+        if _disk_full(err):
+            raise BzDiskFullError(os.fspath(path)) from err
         raise
     _fsync_directory(path.parent)
+
+
+def _disk_full(err: BaseException) -> bool:
+    """Whether ``err`` or an error it was raised from is a full filesystem. torch's zip
+    writer turns the ``OSError`` of a failed write into ``RuntimeError: ... unexpected pos``,
+    raised while handling it, so the ``OSError`` is its ``__context__``."""
+    seen: set[int] = set()
+    current: BaseException | None = err
+    while current is not None and id(current) not in seen:
+        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
+            return True
+        seen.add(id(current))
+        current = current.__cause__ or current.__context__
+    return False
 
 
 def _fsync_directory(directory: Path) -> None:
@@ -177,7 +202,7 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = None) -> d
     except FileNotFoundError as err:
         raise BzCheckpointError(f"checkpoint {os.fspath(path)} does not exist") from err
     except Exception as err:  # truncated zip, unpickling refusal, ...
-        raise BzCheckpointError(f"cannot read checkpoint {os.fspath(path)}: {type(err).__name__}: {err}") from err
+        raise BzCheckpointError(f"cannot read checkpoint {os.fspath(path)}: {describe_load_error(err)}") from err
     if not isinstance(checkpoint, dict) or VERSION_KEY not in checkpoint:
         raise BzCheckpointError(f"{os.fspath(path)} is not a bz checkpoint (it has no {VERSION_KEY!r} key)")
     version = checkpoint[VERSION_KEY]
@@ -187,6 +212,29 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = None) -> d
             f"({CHECKPOINT_VERSION}); upgrade bz-lightning"
         )
     return checkpoint
+
+
+def describe_load_error(err: BaseException) -> str:
+    """One line saying why ``torch.load(weights_only=True)`` refused a file.
+
+    For a pickle that names code (a class, a function such as ``os.system``) that is the
+    name it asked for, never torch's own advice to retry with ``weights_only=False``, which
+    would run it.
+    """
+    text = str(err)
+    named = re.search(r"GLOBAL\s+([\w.]+)", text)
+    if named:
+        return (f"refused: it holds a pickled {named.group(1)}, which only an unrestricted load would "
+                "import and call (it could run code); bz loads checkpoints with weights_only=True")
+    if text.startswith("Weights only load failed"):
+        # torch's paragraphs: its advice (to load unrestricted), the reason, a link.
+        paragraphs = [p.strip() for p in text.split("\n\n") if p.strip()]
+        text = " ".join(paragraphs[1:-1]) or "not a checkpoint torch can read"
+        return f"not a checkpoint of plain values ({text})"
+    lines = [line.strip() for line in text.strip().splitlines() if line.strip()][:2]
+    detail = " ".join(lines)
+    detail = detail if len(detail) <= 240 else detail[:237] + "..."
+    return f"{type(err).__name__}: {detail}" if detail else f"{type(err).__name__} (the file is empty or cut short)"
 
 
 class AtomicCheckpointIO(TorchCheckpointIO):
@@ -228,6 +276,10 @@ class AtomicCheckpointIO(TorchCheckpointIO):
 
 
 def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (see ``atomic_write_bytes``)."""
+    """Write ``data`` as JSON to ``path`` atomically (see ``atomic_write_bytes``).
+
+    Raises:
+        BzDiskFullError: the filesystem is full; ``path`` is left as it was.
+    """
     text = json.dumps(data, indent=2, sort_keys=True, default=repr).encode()
     atomic_write_bytes(path, lambda f: f.write(text))

@@ -7,6 +7,8 @@ bz-train's own groups, which stay available.
 
 from __future__ import annotations
 
+import os
+from collections.abc import Iterable
 from pathlib import Path
 
 from bz_lightning.errors import BzConfigError
@@ -88,8 +90,15 @@ def write_project(directory: str | Path, force: bool = False, layout: str = "hyd
     ``layout``: ``"hydra"``, a bz-train project (``PROJECT_FILES``), or ``"bz"``, a project
     in bz's layout for ``bz train`` (``_init_bz.BZ_PROJECT_FILES``).
 
+    Nothing is written through a symbolic link: a link at ``directory`` or at any path
+    below it that a project file would go through is refused, naming it (a dangling link
+    named ``README.md`` would otherwise create its target wherever it points). Files are
+    opened with ``O_NOFOLLOW``, so a link made meanwhile is refused too.
+
     Raises:
-        BzConfigError: a file exists already and ``force`` is false, or an unknown layout.
+        BzConfigError: an unknown layout; ``directory`` is a file or a link, a path below it
+            is a link or a directory where a file goes, or a file exists already and
+            ``force`` is false.
     """
     from bz_lightning.cli._init_bz import BZ_PROJECT_FILES
 
@@ -98,7 +107,20 @@ def write_project(directory: str | Path, force: bool = False, layout: str = "hyd
         raise BzConfigError(f"--layout {layout}: unknown layout; use hydra or bz")
     files = layouts[layout]
     root = Path(directory)
-    existing = [root / rel for rel in files if (root / rel).exists()]
+    targets = [root / rel for rel in files]
+    for path in _paths_below(root, files):
+        if path.is_symlink():
+            raise BzConfigError(f"{path} is a symbolic link; bz init does not write through links: "
+                                "remove it or choose another directory")
+    if root.exists() and not root.is_dir():
+        raise BzConfigError(f"{root} exists and is not a directory; choose a new or an existing directory")
+    for path in _paths_below(root, files):
+        if path.exists() and not path.is_dir() and path not in targets:
+            raise BzConfigError(f"{path} exists and is not a directory, but project files go inside it")
+    folders = [p for p in targets if p.is_dir()]
+    if folders:
+        raise BzConfigError(f"{folders[0]} is a directory where bz init writes a file; move it away first")
+    existing = [p for p in targets if p.exists()]
     if existing and not force:
         raise BzConfigError(
             f"{root}: {', '.join(str(p.relative_to(root)) for p in existing)} exist already; "
@@ -108,6 +130,25 @@ def write_project(directory: str | Path, force: bool = False, layout: str = "hyd
     for rel, text in files.items():
         path = root / rel
         path.parent.mkdir(parents=True, exist_ok=True)
-        path.write_text(text.replace("{name}", root.resolve().name) if rel == "README.md" else text)
+        _write(path, text.replace("{name}", root.resolve().name) if rel == "README.md" else text, replace=force)
         written.append(path)
     return written
+
+
+def _paths_below(root: Path, relative: Iterable[str]) -> list[Path]:
+    """``root`` and every path from it to each ``relative`` file, its folders included."""
+    paths = {root}
+    for rel in relative:
+        parts = Path(rel).parts
+        paths.update(root.joinpath(*parts[: i + 1]) for i in range(len(parts)))
+    return sorted(paths)
+
+
+def _write(path: Path, text: str, replace: bool) -> None:
+    flags = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | getattr(os, "O_NOFOLLOW", 0) | (0 if replace else os.O_EXCL)
+    try:
+        fd = os.open(path, flags, 0o644)
+    except OSError as err:  # a link or a file made since the checks above
+        raise BzConfigError(f"{path}: not written ({err.strerror}); bz init neither overwrites nor follows links") from None
+    with os.fdopen(fd, "w") as f:
+        f.write(text)

@@ -15,12 +15,13 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, NoReturn
 
+from bz_lightning.cli._constants import CONF_DIR, CONFIG_NAME
 from bz_lightning.errors import BzConfigError
 
 if TYPE_CHECKING:
     from omegaconf import DictConfig
 
-__all__ = ["prepare_argv", "preflight", "exit_with", "is_ddp_child", "multirun_job", "PreparedRun", "OVERLAY_GROUPS", "DDP_JOB_ARGV_ENV"]
+__all__ = ["add_project_path", "compose_run", "prepare_argv", "preflight", "exit_with", "is_ddp_child", "multirun_job", "PreparedRun", "OVERLAY_GROUPS", "DDP_JOB_ARGV_ENV"]
 
 # Groups that train.yaml lists as `group: null`: Hydra wants `experiment=x` for them, and
 # `+experiment=x` fails ("Multiple values for experiment"); both spellings are accepted.
@@ -29,7 +30,6 @@ OVERLAY_GROUPS = ("experiment", "debug", "hparams_search")
 _INFO_FLAGS = ("help", "hydra_help", "cfg", "info", "shell_completion")
 # Sweeps larger than this are checked on their first jobs only.
 _MAX_CHECKED_JOBS = 32
-_CONFIG_NAME = "train"
 
 #: Set by a multirun job for the DDP processes Lightning starts: the command line of that
 #: one job (JSON list), which the processes run instead of the whole sweep.
@@ -41,6 +41,15 @@ _DDP_CHILD_MARKER = "hydra.job.name=train_ddp_process_"
 _DDP_LAUNCH_ENV = ("LOCAL_RANK", "NODE_RANK", "WORLD_SIZE", "MASTER_ADDR", "MASTER_PORT")
 # Hydra overrides of the sweep that a DDP child, which runs one job, must not repeat.
 _SWEEP_ONLY_KEYS = ("hydra.mode", "hydra.run.dir", "hydra.job.name", "hydra.output_subdir")
+
+
+def add_project_path(cwd: str | None = None) -> None:
+    """Let a project's own ``_target_: project_models.Model`` import from the directory bz
+    runs in, as ``python train.py`` would, but *after* the installed packages: a stray
+    ``sklearn.py`` or ``torch.py`` there must not shadow the real one."""
+    cwd = cwd or os.getcwd()
+    if cwd not in sys.path:
+        sys.path.append(cwd)
 
 
 def prepare_argv(argv: list[str], cwd: str | None = None) -> list[str]:
@@ -137,11 +146,18 @@ def preflight(argv: list[str]) -> PreparedRun | None:
     Hydra's own entry point must take over.
 
     Raises:
-        BzConfigError: an unknown group option, key, type, missing value or bad interpolation.
+        BzConfigError: an unknown group option, key, type, missing value or bad interpolation,
+            a value outside what its key allows, an output place that cannot be written,
+            or ``--experimental-rerun`` (it unpickles a file).
     """
     from hydra._internal.utils import get_args_parser
 
     args = get_args_parser().parse_args(argv)
+    if args.experimental_rerun:
+        raise BzConfigError(
+            f"--experimental-rerun {args.experimental_rerun}: refused: Hydra's rerun unpickles that file, which "
+            "runs whatever code it names; run bz-train again with the overrides in the job's .hydra/overrides.yaml"
+        )
     if any(getattr(args, flag, None) for flag in _INFO_FLAGS):
         return None
     from hydra.core.global_hydra import GlobalHydra
@@ -150,6 +166,32 @@ def preflight(argv: list[str]) -> PreparedRun | None:
         return _check(args)
     finally:
         GlobalHydra.instance().clear()
+
+
+def compose_run(overrides: list[str], config_dir: str | None = None, cwd: str | None = None) -> dict[str, Any]:
+    """The config of the one run ``overrides`` describe, composed and validated exactly as
+    bz-train composes it (its configs, the project's ``<cwd>/conf``, ``config_dir``), as plain
+    values. For commands that rebuild a run without training it (``bz validate``): the places
+    a run writes to are not checked.
+
+    Raises:
+        BzConfigError: as for bz-train, and for a sweep (``key=a,b``, ``-m``).
+    """
+    from hydra._internal.utils import get_args_parser
+    from hydra.core.global_hydra import GlobalHydra
+
+    argv = prepare_argv(list(overrides), cwd=cwd or os.getcwd())
+    try:
+        args = get_args_parser().parse_args([*(["--config-dir", config_dir] if config_dir else []), *argv])
+    except SystemExit:  # argparse has printed its complaint
+        raise BzConfigError(f"cannot read the overrides {' '.join(overrides)}") from None
+    try:
+        prepared = _check(args, writes=False)
+    finally:
+        GlobalHydra.instance().clear()
+    if prepared is None or prepared.values is None:
+        raise BzConfigError(f"{' '.join(overrides)}: describes a sweep; name one value per key")
+    return prepared.values
 
 
 @dataclass
@@ -164,6 +206,9 @@ class PreparedRun:
 
     hydra: Any
     config: DictConfig
+    #: The config resolved to plain values, as validated (its ``paths.output_dir`` is a
+    #: placeholder until ``run_job`` sets the output directory).
+    values: dict[str, Any] | None = None
 
     def run(self, task_function: Callable[[DictConfig], Any]) -> None:
         from hydra._internal.callbacks import Callbacks
@@ -174,11 +219,11 @@ class PreparedRun:
 
         def run() -> None:
             callbacks = Callbacks(self.config)
-            callbacks.on_run_start(config=self.config, config_name=_CONFIG_NAME)
+            callbacks.on_run_start(config=self.config, config_name=CONFIG_NAME)
             context = HydraContext(config_loader=self.hydra.config_loader, callbacks=callbacks)
             ret = run_job(hydra_context=context, task_function=task_function, config=self.config,
                           job_dir_key="hydra.run.dir", job_subdir_key=None, configure_logging=True)
-            callbacks.on_run_end(config=self.config, config_name=_CONFIG_NAME, job_return=ret)
+            callbacks.on_run_end(config=self.config, config_name=CONFIG_NAME, job_return=ret)
             _ = ret.return_value  # raises the job's exception, as Hydra.run does
 
         GlobalHydra.instance().initialize(self.hydra)
@@ -188,7 +233,7 @@ class PreparedRun:
             GlobalHydra.instance().clear()
 
 
-def _check(args: Any) -> PreparedRun | None:
+def _check(args: Any, writes: bool = True) -> PreparedRun | None:
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
@@ -196,15 +241,13 @@ def _check(args: Any) -> PreparedRun | None:
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
-    from bz_lightning.cli import train as train_module
-
-    search_path = create_config_search_path(f"file://{train_module.CONF_DIR}")
+    search_path = create_config_search_path(f"file://{CONF_DIR}")
     if args.config_dir is not None:
         config_dir = os.path.abspath(args.config_dir)
         if not os.path.isdir(config_dir):
             raise BzConfigError(f"--config-dir {args.config_dir}: no such directory ({config_dir})")
         search_path.prepend("command-line", f"file://{config_dir}", anchor=SearchPathQuery(provider="schema"))
-    hydra = Hydra.create_main_hydra2(task_name=_CONFIG_NAME, config_search_path=search_path)
+    hydra = Hydra.create_main_hydra2(task_name=CONFIG_NAME, config_search_path=search_path)
     loader = hydra.config_loader
 
     parser = OverridesParser.create(config_loader=loader)
@@ -220,7 +263,7 @@ def _check(args: Any) -> PreparedRun | None:
         key = override.key_or_group
         if key.startswith("hydra") or override.is_delete():
             continue
-        options = loader.get_group_options(key, config_name=_CONFIG_NAME, overrides=searchpath)
+        options = loader.get_group_options(key, config_name=CONFIG_NAME, overrides=searchpath)
         if not options:
             continue
         groups[key] = options
@@ -232,63 +275,83 @@ def _check(args: Any) -> PreparedRun | None:
 
     single = not (args.multirun or args.config_name or args.config_path or args.experimental_rerun
                   or any(o.is_sweep_override() for o in parsed))
+    if not single and not writes:  # a sweep, where only a single run is wanted
+        return None
     if single:
-        prepared = _prepare_single(hydra, list(args.overrides), groups)
-        if prepared is not None:
+        prepared = _prepare_single(hydra, list(args.overrides), groups, writes)
+        if prepared is not None or not writes:
             return prepared
     try:
         jobs = BasicSweeper.split_arguments(parsed, None)[0][:_MAX_CHECKED_JOBS]
     except HydraException:  # a sweep type only a sweeper plugin knows (interval, range...)
         jobs = [[o.input_line for o in parsed if not o.is_sweep_override() and o.input_line]]
+    output_key = "hydra.run.dir" if single else "hydra.sweep.dir"
     for job in jobs or [[]]:
-        _check_job(hydra, [_lenient(o, groups) for o in job])
+        _check_job(hydra, [_lenient(o, groups) for o in job], output_key)
     return None
 
 
-def _prepare_single(hydra: Any, overrides: list[str], groups: dict[str, list[str]]) -> PreparedRun | None:
+def _prepare_single(hydra: Any, overrides: list[str], groups: dict[str, list[str]],
+                    writes: bool = True) -> PreparedRun | None:
     """The single run ``overrides`` describe, composed as Hydra's run would compose it and
-    validated; ``None`` when its config asks for a multirun (``hydra.mode: MULTIRUN``)."""
+    validated (with the places it writes to when ``writes``); ``None`` when its config asks
+    for a multirun (``hydra.mode: MULTIRUN``)."""
     from hydra.types import RunMode
     from omegaconf import read_write
 
     try:
-        cfg = hydra.compose_config(_CONFIG_NAME, overrides, run_mode=RunMode.RUN, with_log_configuration=True)
+        # Logging is configured for a run (Hydra's console handler); a command that only
+        # rebuilds one keeps its stdout to itself (`bz validate --json`).
+        cfg = hydra.compose_config(CONFIG_NAME, overrides, run_mode=RunMode.RUN, with_log_configuration=writes)
     except Exception as err:
         # Composed leniently, an unknown key reaches the schema check, which names it with
         # "did you mean"; what the schema accepts fails with Hydra's own message.
-        _check_job(hydra, [_lenient(o, groups) for o in overrides])
+        _check_job(hydra, [_lenient(o, groups) for o in overrides], "hydra.run.dir" if writes else None)
         raise BzConfigError(_first_lines(err)) from None
     if cfg.hydra.mode == RunMode.MULTIRUN:
         return None
-    _validate_job(cfg)
+    values = _validate_job(cfg, "hydra.run.dir" if writes else None)
     if cfg.hydra.mode is None:  # what Hydra's entry point adds for a run
         with read_write(cfg.hydra):
             cfg.hydra.mode = RunMode.RUN
             cfg.hydra.overrides.hydra.append("hydra.mode=RUN")
-    return PreparedRun(hydra, cfg)
+    return PreparedRun(hydra, cfg, values)
 
 
-def _check_job(hydra: Any, overrides: list[str]) -> None:
+def _check_job(hydra: Any, overrides: list[str], output_key: str | None = "hydra.run.dir") -> None:
     from hydra.types import RunMode
 
     try:
-        cfg = hydra.compose_config(_CONFIG_NAME, overrides, run_mode=RunMode.RUN, with_log_configuration=False)
+        cfg = hydra.compose_config(CONFIG_NAME, overrides, run_mode=RunMode.RUN, with_log_configuration=False)
     except Exception as err:  # Hydra's composition errors: their message is what matters
         raise BzConfigError(_first_lines(err)) from None
-    _validate_job(cfg)
+    _validate_job(cfg, output_key)
 
 
-def _validate_job(cfg: DictConfig) -> None:
-    """Validate a job's config before Hydra has given it an output directory."""
+def _validate_job(cfg: DictConfig, output_key: str | None = "hydra.run.dir") -> dict[str, Any]:
+    """Validate a job's config before Hydra has given it an output directory, and the places
+    it will write to: ``output_key`` (the run's or the sweep's directory; ``None``: none are
+    checked) and ``paths.runs_dir``. Returns the config as plain values."""
     from hydra.core.hydra_config import HydraConfig
-    from omegaconf import open_dict
+    from omegaconf import OmegaConf, open_dict
 
+    from bz_lightning.cli._paths import check_output_places
     from bz_lightning.cli._validate import validate_config
 
     with open_dict(cfg):
         cfg.hydra.runtime.output_dir = "<output_dir>"  # run_job sets the real one
     HydraConfig.instance().set_config(cfg)
-    validate_config(cfg)
+    values = validate_config(cfg)
+    if output_key is None:
+        return values
+    try:
+        output_dir = str(OmegaConf.select(cfg, output_key, throw_on_missing=True))
+    except Exception as err:  # an interpolation in hydra.run.dir that does not resolve
+        raise BzConfigError(f"bad interpolation at {output_key}: {_first_lines(err)}") from None
+    problems = check_output_places([(output_key, output_dir), ("paths.runs_dir", str(values["paths"]["runs_dir"]))])
+    if problems:
+        raise BzConfigError("\n".join(problems))
+    return values
 
 
 def _choices(override: Any) -> list[str]:

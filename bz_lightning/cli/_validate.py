@@ -17,7 +17,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
-from bz_lightning.config import GROUP_SCHEMAS, PLUGIN_SCHEMAS, TARGET_SCHEMAS, TrainConfig
+from bz_lightning.config import GROUP_SCHEMAS, PLUGIN_SCHEMAS, TARGET_SCHEMAS, Rule, TrainConfig
 from bz_lightning.errors import BzConfigError, did_you_mean
 
 __all__ = ["validate_config", "resolve_config", "group_option_error"]
@@ -66,7 +66,8 @@ def validate_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
             problems += _check_node(group, node, schema)
     for group in (*_TARGET_GROUPS, *_OPTIONAL_TARGET_GROUPS):
         problems += _check_target(group, values.get(group), required=group in _TARGET_GROUPS)
-    problems += _check_metrics(values.get("metrics") or {})
+    problems += _check_chosen(values)
+    problems += _check_metrics(values.get("metrics") or {}, values.get("loss"))
     problems += _check_plugins(values.get("plugins") or {})
     if not problems:
         problems += _check_optimized_metric(values)
@@ -112,11 +113,21 @@ def _check_node(path: str, node: Mapping[str, Any], schema: type, skip: set[str]
                 f"{path or 'the top level'} takes: {', '.join(allowed)}"
             )
     # One merge checks every type; only a node that fails is checked key by key, to name them.
+    typed = known
     if known and not _types_fit(schema, known):
+        typed = {}
         for key, value in known.items():
-            if not _types_fit(schema, {key: value}):
-                full = f"{path}.{key}" if path else key
+            full = f"{path}.{key}" if path else key
+            if _types_fit(schema, {key: value}):
+                typed[key] = value
+            else:
                 problems.append(f"{full}={_show(value)}: expected {_type_name(schema, key)}")
+    rules = _rules(schema)
+    for key, value in typed.items():
+        rule = rules.get(key)
+        if rule is not None and not rule.fits(value):
+            full = f"{path}.{key}" if path else key
+            problems.append(f"{full}={_show(value)}: expected {rule.allowed}")
     for f in dataclasses.fields(schema):
         if f.default == "???" and f.name not in node and f.name not in skip:
             full = f"{path}.{f.name}" if path else f.name
@@ -127,6 +138,11 @@ def _check_node(path: str, node: Mapping[str, Any], schema: type, skip: set[str]
 @functools.cache
 def _field_names(schema: type) -> tuple[str, ...]:
     return tuple(f.name for f in dataclasses.fields(schema))
+
+
+@functools.cache
+def _rules(schema: type) -> dict[str, Rule]:
+    return {f.name: f.metadata["rule"] for f in dataclasses.fields(schema) if "rule" in f.metadata}
 
 
 @functools.cache
@@ -142,20 +158,49 @@ def _types_fit(schema: type, values: Mapping[str, Any]) -> bool:
     return True
 
 
-def _check_metrics(metrics: Any) -> list[str]:
+def _check_chosen(values: Mapping[str, Any]) -> list[str]:
+    """``metrics=[]`` / ``plugins=[]`` choose no option, and Hydra then leaves the key out."""
+    from bz_lightning.metrics import list_available_metrics
+    from bz_lightning.plugins import list_plugins
+
+    problems = []
+    for group, available in (("metrics", list_available_metrics), ("plugins", list_plugins)):
+        if group not in values:
+            names = available()
+            problems.append(
+                f"{group}=[]: an empty list chooses nothing; use {group}=none for no {group}, "
+                f"or name some, e.g. {group}=[{','.join(names[:2])}]; available: {', '.join(names)}"
+            )
+    return problems
+
+
+# Losses whose targets are class indices: the model's output is one score per class.
+_CLASS_INDEX_LOSSES = ("torch.nn.CrossEntropyLoss", "torch.nn.NLLLoss")
+
+
+def _check_metrics(metrics: Any, loss: Any = None) -> list[str]:
     if not isinstance(metrics, Mapping):
         return [f"metrics={_show(metrics)}: expected metric names, e.g. metrics=[accuracy,f1_score]"]
-    from bz_lightning.metrics import get_metric
+    from bz_lightning.metrics import MeanAbsoluteError, MeanSquaredError, get_metric
 
+    loss_target = loss.get("_target_") if isinstance(loss, Mapping) else None
     problems = []
     for name, options in metrics.items():
         if options is not None and not isinstance(options, Mapping):
             problems.append(f"metrics.{name}={_show(options)}: expected keyword arguments of the metric (a mapping)")
             continue
         try:
-            get_metric(name, **{"name": name, **(options or {})})
+            metric = get_metric(name, **{"name": name, **(options or {})})
         except (BzConfigError, TypeError, ValueError) as err:
             problems.append(f"metrics.{name}: {err}")
+            continue
+        # It would fail at the first batch: (N, C) class scores against (N,) class indices.
+        if loss_target in _CLASS_INDEX_LOSSES and isinstance(metric, (MeanSquaredError, MeanAbsoluteError)):
+            problems.append(
+                f"metrics.{name}: {type(metric).__name__} compares predictions with targets of the same shape "
+                f"(regression), but this run classifies (loss {loss_target} takes class indices); "
+                "use accuracy, precision, recall, f1_score or top5_accuracy"
+            )
     return problems
 
 

@@ -53,9 +53,12 @@ def create_parser() -> argparse.ArgumentParser:
                       help="hydra: a bz-train project (default); bz: bz's layout (train.py, bz_config.json) "
                            "for bz train")
     init.set_defaults(func=run_init)
-    validate = sub.add_parser("validate", help="evaluate a checkpoint on the validation data and print metrics")
-    validate.add_argument("checkpoint", help="a .ckpt written by bz-train (checkpoint_interval=N)")
-    validate.add_argument("overrides", nargs="*", help="key=value changes to the run's config, e.g. data.root=DIR")
+    validate = sub.add_parser(
+        "validate", help="evaluate a checkpoint's weights on the validation data of the run your config describes")
+    validate.add_argument("checkpoint", help="a .ckpt written by bz-train (only its tensors are read)")
+    validate.add_argument("overrides", nargs="*",
+                          help="key=value / group=option, as for bz-train (the run is rebuilt from your config)")
+    validate.add_argument("--config-dir", help="another config directory, as bz-train's --config-dir")
     validate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     validate.set_defaults(func=run_validation)
     report = sub.add_parser("report", help="print a sweep's summary table and (re)draw its report.png")
@@ -119,11 +122,15 @@ def run_list_metrics(args: argparse.Namespace) -> int:
 
 
 def run_validation(args: argparse.Namespace) -> int:
-    """Rebuild the run from the config stored in the checkpoint (``key=value`` overrides
-    applied), load its weights and run ``lightning.Trainer.validate``."""
+    """Rebuild the run from the user's config (as bz-train composes it, with the overrides),
+    load only the checkpoint's tensors into it and run ``lightning.Trainer.validate``; a
+    stored config that differs is reported on stderr, never built."""
     from bz_lightning.cli._checkpoint import validate_checkpoint
+    from bz_lightning.cli._launch import add_project_path
 
-    metrics = validate_checkpoint(args.checkpoint, args.overrides)
+    add_project_path()  # the project's own model classes, named by its conf/
+    metrics = validate_checkpoint(args.checkpoint, args.overrides, config_dir=args.config_dir,
+                                  note=lambda line: print(f"bz validate: note: {line}", file=sys.stderr))
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:

@@ -19,7 +19,7 @@ from typing import Any
 from hydra.experimental.callback import Callback
 from omegaconf import DictConfig
 
-from bz_lightning.cli.train import METRICS_FILE
+from bz_lightning.cli._constants import METRICS_FILE
 
 __all__ = ["SweepSummary", "summarize", "format_table", "higher_is_better"]
 

@@ -23,14 +23,13 @@ import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from bz_lightning._config_manager import serving_bz_train_config
-from bz_lightning.cli._launch import exit_with, is_ddp_child, multirun_job, preflight, prepare_argv
-from bz_lightning.errors import BzConfigError
+from bz_lightning.cli._constants import CONF_DIR, CONFIG_NAME, METRICS_FILE
+from bz_lightning.cli._launch import add_project_path, exit_with, is_ddp_child, multirun_job, preflight, prepare_argv
+from bz_lightning.errors import BzCheckpointError, BzConfigError
 
-__all__ = ["main", "train", "record_run", "METRICS_FILE"]
+__all__ = ["main", "train", "record_run", "CONF_DIR", "METRICS_FILE"]
 
 log = logging.getLogger("bz_lightning.cli")
-
-METRICS_FILE = "metrics.json"
 
 
 @serving_bz_train_config
@@ -96,6 +95,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         scheduler=scheduler,
         plugin_errors=values["trainer"]["plugin_errors"],
         on_checkpoint_error=values["trainer"]["on_checkpoint_error"],
+        on_batch_error=values["on_batch_error"],
+        on_nonfinite_loss=values["on_nonfinite_loss"],
+        max_skipped_batches=values["max_skipped_batches"],
         # The signature of the resolved config picks <runs_dir>/<signature>/checkpoints.
         config=run_identity(values),
         runs_root=values["paths"]["runs_dir"],
@@ -118,6 +120,7 @@ def record_run(result: Any, *, status: str, optimized_metric: str | None, output
         "duration_s": round(result.duration_s, 3),
         "stopped_early": result.stopped_early,
         "plugin_failures": len(result.plugin_failures),
+        "skipped_batches": len(result.skipped_batches),
         "signature": result.signature,
         "checkpoint_dir": result.checkpoint_dir,
         "resumed_from": result.resumed_from,
@@ -162,30 +165,23 @@ def run_identity(values: dict[str, Any]) -> dict[str, Any]:
     return {**values, "optuna_trial": {"study": os.environ[STUDY_ENV], "trial": int(os.environ[TRIAL_ENV])}}
 
 
-# An absolute path: the configs ship inside the package, wherever it is installed.
-CONF_DIR = str(Path(__file__).resolve().parent.parent / "conf")
-
-
 def _job(cfg: DictConfig) -> float | None:
     """The Hydra task: one job. Returns ``optimized_metric`` for sweepers such as Optuna."""
     try:
         with multirun_job():
             record = train(cfg)
-    except BzConfigError as err:
+    except (BzConfigError, BzCheckpointError) as err:
         exit_with(err)
     wanted = record["optimized_metric"]
     return record["metrics"].get(wanted) if wanted else None
 
 
-_hydra_main = hydra.main(config_path=CONF_DIR, config_name="train", version_base="1.3")(_job)
+_hydra_main = hydra.main(config_path=CONF_DIR, config_name=CONFIG_NAME, version_base="1.3")(_job)
 
 
 def main() -> None:
     """The ``bz-train`` console script."""
-    # Lets a project's own `_target_: mypackage.Model` import from the directory bz-train
-    # runs in, as it would with `python train.py`.
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
+    add_project_path()
     if sys.argv[1:] in (["--help"], ["-h"]):
         from bz_lightning.cli._help import help_text
 

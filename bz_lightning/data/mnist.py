@@ -12,6 +12,7 @@ import gzip
 import hashlib
 import logging
 import os
+import zlib
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -41,6 +42,10 @@ MNIST_MIRRORS = (
 # Normalisation constants of the full MNIST training set.
 _MEAN, _STD = 0.1307, 0.3081
 
+# How to mend a damaged file, for the errors that name one.
+_REPLACE = ("delete it and run again with data.download=true to fetch the official file, "
+            "or copy an intact one in its place")
+
 # IDX type byte -> numpy dtype (big-endian where it matters).
 _IDX_DTYPES: dict[int, str] = {0x08: "u1", 0x09: "i1", 0x0B: ">i2", 0x0C: ">i4", 0x0D: ">f4", 0x0E: ">f8"}
 
@@ -49,7 +54,8 @@ def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
     """Read an IDX file (``.gz`` or raw) into a tensor of its stored shape.
 
     Raises:
-        BzConfigError: if the file is not a valid IDX file.
+        BzConfigError: the file cannot be read (a truncated or garbage ``.gz`` included) or
+            is not a valid IDX file; the message names it and says how to replace it.
 
     Example:
         >>> read_idx("MNIST/raw/t10k-labels-idx1-ubyte.gz").shape  # doctest: +SKIP
@@ -57,17 +63,24 @@ def read_idx(path: str | os.PathLike[str]) -> torch.Tensor:
     """
     path = Path(path)
     opener = gzip.open if path.suffix == ".gz" else open
-    with opener(path, "rb") as f:
-        data = f.read()
+    try:
+        with opener(path, "rb") as f:
+            data = f.read()
+    except (OSError, EOFError, zlib.error) as err:  # gzip: BadGzipFile (an OSError), EOFError if truncated
+        raise BzConfigError(f"{path} cannot be read ({type(err).__name__}: {err}); {_REPLACE}") from None
     if len(data) < 4 or data[0] != 0 or data[1] != 0 or data[2] not in _IDX_DTYPES:
-        raise BzConfigError(f"{path} is not an IDX file (bad magic number {data[:4].hex()})")
+        raise BzConfigError(f"{path} is not an IDX file (bad magic number {data[:4].hex()}); {_REPLACE}")
     ndim = data[3]
     header = 4 + 4 * ndim
+    if len(data) < header:
+        raise BzConfigError(f"{path} is truncated: it ends inside its header; {_REPLACE}")
     shape = tuple(int(d) for d in np.frombuffer(data, dtype=">u4", count=ndim, offset=4))
     dtype = np.dtype(_IDX_DTYPES[data[2]])
     expected = int(np.prod(shape)) * dtype.itemsize
     if len(data) - header != expected:
-        raise BzConfigError(f"{path}: header says shape {shape} ({expected} bytes) but it holds {len(data) - header}")
+        raise BzConfigError(
+            f"{path}: header says shape {shape} ({expected} bytes) but it holds {len(data) - header}; {_REPLACE}"
+        )
     array = np.frombuffer(data, dtype=dtype, offset=header).reshape(shape)
     return torch.from_numpy(array.astype(dtype.newbyteorder("=")))
 

@@ -15,9 +15,9 @@ Any other metric, a user's own included, updates on its own as before.
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
-from bz_lightning.errors import BzConfigError
+from bz_lightning.errors import BzConfigError, BzError
 from bz_lightning.metrics._shim import TorchmetricsShim
 
 if TYPE_CHECKING:
@@ -68,7 +68,7 @@ class MetricSet:
         """Each metric's value, keyed by its ``name``."""
         for index, leader in self._leader_of.items():
             self.metrics[index]._follow(leader)  # type: ignore[attr-defined]
-        return {metric.name: float(metric.compute()) for metric in self.metrics}
+        return {metric.name: _one_number(metric, metric.compute()) for metric in self.metrics}
 
     def _group(self) -> None:
         groups: dict[object, list[int]] = {}
@@ -85,6 +85,19 @@ class MetricSet:
                     self._leader_of[index] = leader  # type: ignore[assignment]
         following = {id(self.metrics[i]) for i in self._leader_of}
         self._updating = [m for m in self.metrics if id(m) not in following]
+
+
+def _one_number(metric: Metric, value: Any) -> float:
+    """``value`` as a float, or a ``BzError`` naming the metric whose ``compute()`` returned
+    something else (a tensor of several values, a list, a string...)."""
+    size = getattr(value, "numel", None)
+    if size is not None and size() != 1:
+        got = f"a tensor of shape {tuple(value.shape)}"
+    elif isinstance(value, (bool, str, bytes)) or not hasattr(value, "__float__"):
+        got = f"{type(value).__name__} {value!r:.60}"
+    else:
+        return float(value)
+    raise BzError(f"metric {metric.name!r} ({type(metric).__name__}): compute() must return one number, got {got}")
 
 
 def _states(metric: TorchmetricsShim) -> dict[str, Tensor]:
