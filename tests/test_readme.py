@@ -42,6 +42,10 @@ NOT_RUN = {
     "make bench": "the benchmarks take minutes; see benchmarks/README.md",
     "pip install 'bz-lightning[launchers]'": "installs packages; the test extra has them",
     "pip install 'bz-lightning[optuna]'": "installs packages; the test extra has it",
+    "pip install 'bz-lightning[report]'": "installs packages; the test extra has it",
+    "make test-slurm": "starts a SLURM cluster as root; CI runs it (.ci/run)",
+    ".venv/bin/python tests/slurm/slurm_cluster.py run -- bash": "an interactive shell on a SLURM cluster",
+    "make test-lowest": "a second venv and the whole suite; CI runs it (.ci/run)",
 }
 #: What ``make`` targets run (Makefile), for those checked through their command.
 MAKE_COMMANDS = {"make train": "bz-train"}
@@ -139,7 +143,8 @@ def _bz_train_checked(args: list[str], cwd: Path) -> None:
 
 
 _PLACEHOLDERS = {"DIR": "proj", "CKPT": "last.ckpt", "N": "1", "D": "cpu", "FILE": "flat_config.json",
-                 "key=value": "data.root=x"}
+                 "key=value": "data.root=x",
+                 "SWEEP_DIR": "sweep"}
 
 
 def _bz_args(command: str) -> list[str]:
