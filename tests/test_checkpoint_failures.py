@@ -112,13 +112,12 @@ def test_failing_writes_are_logged_counted_and_training_goes_on(tmp_path: Path) 
     assert report["saved"] == [0]
     # Logged with the path and the OS error; the console summary counts and lists them
     # (all but result.json, which is written after the summary).
-    assert (f"cannot write checkpoint {disk}/last.ckpt (epoch 2): OSError: [Errno 28] No space left on device"
-            in proc.stderr)
+    assert f"cannot write checkpoint {disk}/last.ckpt (epoch 2): no space left;" in proc.stderr
     assert "the previous file there is kept, and training goes on" in proc.stderr
     assert f"cannot write checkpoint {disk}/result.json (epoch 3)" in proc.stderr
     assert "  checkpoint failures: 4 (training went on)" in proc.stdout
-    assert f"    {disk}/epoch-2.ckpt (epoch 2): OSError: [Errno 28] No space left on device" in proc.stdout
-    assert f"    {disk}/last.ckpt (epoch 3): OSError: [Errno 28] No space left on device" in proc.stdout
+    assert f"    {disk}/epoch-2.ckpt (epoch 2): no space left" in proc.stdout
+    assert f"    {disk}/last.ckpt (epoch 3): no space left" in proc.stdout
 
 
 @pytest.mark.slow

@@ -417,7 +417,8 @@ def test_a_full_disk_is_reported_as_no_space_left_on_the_file(tmp_path) -> None:
 
     logged = run()
     assert logged.returncode == 0, logged.stdout[-2000:] + logged.stderr[-2000:]
-    assert f"no space left on {full}/runs/" in logged.stdout and "unexpected pos" not in logged.stdout
+    assert f"cannot write checkpoint {full}/runs/" in logged.stdout and "no space left;" in logged.stdout
+    assert "unexpected pos" not in logged.stdout
 
     proc = run("trainer.on_checkpoint_error=raise")
     assert proc.returncode == 2, proc.stdout[-2000:] + proc.stderr[-2000:]

@@ -53,6 +53,19 @@ class CheckpointFailure:
     def __repr__(self) -> str:
         return f"CheckpointFailure({self.path!r}, epoch={self.epoch}, {self.error!r})"
 
+    @property
+    def reason(self) -> str:
+        """Why the write failed, in words: ``no space left`` for a full disk, else the error."""
+        return describe_write_error(self.error)
+
+
+def describe_write_error(error: BaseException) -> str:
+    """``"no space left"`` for a full disk (``BzDiskFullError`` already names the file and
+    says the old one is unchanged), else ``"<ErrorType>: <message>"``."""
+    from bz_lightning.errors import BzDiskFullError
+
+    return "no space left" if isinstance(error, BzDiskFullError) else f"{type(error).__name__}: {error}"
+
 
 class CheckpointWrites:
     """Runs a run's checkpoint writes under its ``on_checkpoint_error`` policy.
@@ -90,8 +103,8 @@ class CheckpointWrites:
         except (OSError, BzCheckpointError) as err:
             path = os.fspath(path)
             kept = "the previous file there is kept" if os.path.exists(path) else "no earlier file there"
-            log.error("cannot write checkpoint %s (epoch %d): %s: %s; %s, and training goes on "
-                      "(on_checkpoint_error='raise' stops instead)", path, epoch + 1, type(err).__name__, err, kept)
+            log.error("cannot write checkpoint %s (epoch %d): %s; %s, and training goes on "
+                      "(on_checkpoint_error='raise' stops instead)", path, epoch + 1, describe_write_error(err), kept)
             self.failures.append(CheckpointFailure(path, epoch, err))
             return False
         return True

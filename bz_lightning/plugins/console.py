@@ -188,7 +188,7 @@ class ConsoleOutPlugin(Plugin):
         if checkpoint_failures:
             lines.append(f"  checkpoint failures: {len(checkpoint_failures)} (training went on)")
             lines.extend(
-                f"    {f.path} (epoch {f.epoch + 1}): {type(f.error).__name__}: {f.error}" for f in checkpoint_failures
+                f"    {f.path} (epoch {f.epoch + 1}): {f.reason}" for f in checkpoint_failures
             )
         skipped = context.extra.get("skipped_batches", 0)
         if skipped:
