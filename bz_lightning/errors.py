@@ -47,8 +47,8 @@ class NonFiniteLossError(BzError, FloatingPointError):
     """The training loss became NaN or infinite.
 
     Attributes:
-        epoch: the epoch of the batch.
-        batch: the batch index within the epoch.
+        epoch: the epoch of the batch (from 0, like ``context.epoch``; the message counts from 1).
+        batch: the batch index within the epoch (from 0; the message counts from 1).
         last_finite_loss: the last finite batch loss seen, or ``None``.
     """
 
@@ -59,7 +59,7 @@ class NonFiniteLossError(BzError, FloatingPointError):
         self.last_finite_loss = last_finite_loss
         last = "none yet" if last_finite_loss is None else f"{last_finite_loss:.6g}"
         super().__init__(
-            f"loss is {value} at epoch {epoch}, batch {batch} (last finite loss: {last}); "
+            f"loss is {value} at epoch {epoch + 1}, batch {batch + 1} (last finite loss: {last}); "
             "lower the learning rate, clip gradients (gradient_clip_val=...), or pass "
             'on_nonfinite_loss="skip" to skip such batches'
         )

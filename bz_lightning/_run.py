@@ -1,0 +1,164 @@
+"""What ``Trainer.train`` needs to describe a run (for its signature) and to record it.
+
+* ``debug_options``: the Lightning options that make a run a debug run (never stored or
+  reused).
+* ``describe_call``: the ``Trainer.train`` arguments that define the run, as plain values.
+* ``stored_fields`` / ``result_from_stored``: what ``result.json`` keeps of a finished run
+  and the ``TrainingResult`` a reused run returns.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping, Sequence
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from bz_lightning.plugins.base import Plugin
+    from bz_lightning.trainer import TrainingResult
+
+__all__ = ["DEBUG_OPTIONS", "code_objects", "debug_options", "describe_call", "result_from_stored", "stored_fields"]
+
+#: ``lightning.Trainer`` options that run only part of the data; value means "off".
+DEBUG_OPTIONS: Mapping[str, tuple[Any, ...]] = {
+    "fast_dev_run": (False, 0, None),
+    "overfit_batches": (0, 0.0, None),
+    "limit_train_batches": (None, 1.0),
+    "limit_val_batches": (None, 1.0),
+    "limit_test_batches": (None, 1.0),
+    "limit_predict_batches": (None, 1.0),
+}
+
+
+def debug_options(lightning_kwargs: Mapping[str, Any]) -> dict[str, Any]:
+    """The options among ``lightning_kwargs`` that make this a debug run: it trains or
+    validates on part of the data (``fast_dev_run``, ``overfit_batches``,
+    ``limit_*_batches``), so its result is never stored nor answered from storage.
+
+    >>> debug_options({"fast_dev_run": True, "precision": "bf16-mixed", "limit_val_batches": 1.0})
+    {'fast_dev_run': True}
+    """
+    found = {}
+    for name, off in DEBUG_OPTIONS.items():
+        value = lightning_kwargs.get(name)
+        if not any(value is v or (type(value) is type(v) and value == v) for v in off):
+            found[name] = value
+    return found
+
+
+def describe_call(
+    *,
+    epochs: int,
+    device: Any,
+    compile: bool,
+    metrics: Sequence[Any],
+    scheduler: Any,
+    plugins: Sequence[Plugin],
+    callbacks: Sequence[Any],
+    policies: Mapping[str, Any],
+    lightning_kwargs: Mapping[str, Any],
+    hyperparameters: Mapping[str, Any] | None,
+) -> dict[str, Any]:
+    """The arguments of a ``Trainer.train`` call that define the run, as plain values.
+
+    Plugins are described by their ``run_signature()`` (those returning ``None`` only
+    report, and are left out), Lightning callbacks by their ``state_key``, everything else
+    by ``describe``. ``hyperparameters`` is ``None`` when a ``config`` defines the run.
+    """
+    from lightning.pytorch import Callback
+
+    from bz_lightning.checkpointing.signature import describe
+
+    described_plugins = [p.run_signature() for p in plugins]
+    call: dict[str, Any] = {
+        "epochs": epochs,
+        "device": str(device),
+        "compile": compile,
+        "metrics": [{"name": m.name, **describe(m)} for m in metrics],
+        "scheduler": describe(scheduler),
+        "plugins": [d for d in described_plugins if d is not None],
+        "callbacks": [{"lightning": c.state_key} if isinstance(c, Callback) else describe(c) for c in callbacks],
+        **{name: describe(value) for name, value in policies.items()},
+        "lightning": {name: describe(value) for name, value in lightning_kwargs.items() if name != "callbacks"},
+    }
+    if hyperparameters is not None:
+        call["hyperparameters"] = describe(dict(hyperparameters))
+    return call
+
+
+def code_objects(
+    *,
+    scheduler: Any,
+    metrics: Iterable[Any],
+    plugins: Iterable[Plugin],
+    callbacks: Iterable[Any],
+    loaders: Iterable[Any],
+) -> list[Any]:
+    """Objects whose defining source is part of the signature, beside the model, optimizer
+    and loss: the scheduler, metrics, callbacks, plugins that define the run (not those
+    that only report), and the loaders' datasets."""
+    from bz_lightning.callbacks.plugin import CallbackPlugin
+
+    objects: list[Any] = [scheduler, *metrics, *callbacks]
+    for plugin in plugins:
+        if plugin.run_signature() is not None:
+            objects.append(plugin.callback if isinstance(plugin, CallbackPlugin) else plugin)
+    for loader in loaders:
+        if loader is not None:
+            objects.append(getattr(loader, "dataset", loader))
+    return objects
+
+
+def stored_fields(result: TrainingResult, epochs: int) -> dict[str, Any]:
+    """What ``result.json`` keeps of a finished run."""
+    ctx = result.context
+    return {
+        "epochs": epochs,
+        "epochs_completed": result.epochs_completed,
+        "stopped_early": result.stopped_early,
+        "metrics": result.metrics,
+        "training_metrics": result.training_metrics,
+        "validation_metrics": result.validation_metrics,
+        "training_loss": result.training_loss,
+        "validation_loss": result.validation_loss,
+        "context": {
+            "epoch": ctx.epoch,
+            "training_loss_total": ctx.training_loss_total,
+            "training_batch_count": ctx.training_batch_count,
+            "validation_loss_total": ctx.validation_loss_total,
+            "validation_batch_count": ctx.validation_batch_count,
+            "training_metrics": dict(ctx.training_metrics),
+            "validation_metrics": dict(ctx.validation_metrics),
+            "should_stop_training": ctx.should_stop_training,
+        },
+        "skipped_batches": [[s.epoch, s.batch, s.reason] for s in result.skipped_batches],
+        "plugin_failures": len(result.plugin_failures),
+        "warnings": list(result.warnings),
+        "duration_s": result.duration_s,
+    }
+
+
+def result_from_stored(stored: Mapping[str, Any]) -> TrainingResult:
+    """The ``TrainingResult`` of a run that had already finished: nothing was trained, and
+    every value comes from its ``result.json``."""
+    from bz_lightning._batch_guard import SkippedBatch
+    from bz_lightning.context import PluginContext
+    from bz_lightning.trainer import TrainingResult
+
+    context = PluginContext(**{k: v for k, v in dict(stored.get("context", {})).items()
+                               if k in PluginContext.__dataclass_fields__})
+    return TrainingResult(
+        context=context,
+        training_metrics=dict(stored.get("training_metrics", {})),
+        validation_metrics=dict(stored.get("validation_metrics", {})),
+        training_loss=_float(stored.get("training_loss")),
+        validation_loss=_float(stored.get("validation_loss")),
+        epochs_completed=int(stored.get("epochs_completed", 0)),
+        stopped_early=bool(stored.get("stopped_early", False)),
+        skipped_batches=[SkippedBatch(int(e), int(b), str(r), "") for e, b, r in stored.get("skipped_batches", [])],
+        warnings=[str(w) for w in stored.get("warnings", [])],
+        reused=True,
+    )
+
+
+def _float(value: Any) -> float:
+    return float("nan") if value is None else float(value)
