@@ -255,7 +255,10 @@ class LifecycleCallback(pl.Callback):
                 self._copy_stats(trainer, split_stats(module, "train"), validation=False, loop_end=False)
                 ctx.extra["resumed_batches"] = ctx.training_batch_count
         elif stage is Stage.LOAD_CHECKPOINT:
-            ctx.epoch = trainer.current_epoch
+            # The epoch training continues from. (When a stop request was restored,
+            # Lightning ends the fit before it brings current_epoch up to date.)
+            processed = trainer.fit_loop.epoch_progress.current.processed  # type: ignore[attr-defined]
+            ctx.epoch = max(trainer.current_epoch, processed)
         elif stage is Stage.END_TRAINING_LOOP:
             self._copy_stats(trainer, split_stats(module, "train"), validation=False, loop_end=True)
             self._copy_run_state(module)

@@ -19,6 +19,7 @@ from typing import TYPE_CHECKING, Any, Union
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from bz_lightning._batch_guard import BatchErrorPolicy, FailedBatch, NonFinitePolicy, SkipBudget, SkippedBatch
@@ -382,17 +383,27 @@ class BzModule(pl.LightningModule):
         train.reset()
 
     def on_validation_epoch_start(self) -> None:
+        trainer = self.trainer
+        fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+        if fitting and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self._check_trained()  # before validating a model that trained on nothing
         self.stats["val"].reset()
 
     def on_test_epoch_start(self) -> None:
         self.stats["test"].reset()
 
+    def _check_trained(self) -> None:
+        """An epoch whose training loop ended without one trained batch is an error, not a
+        success: every batch failed, or the loader had nothing (a spent one-shot iterator)."""
+        if self.stats["train"].count:
+            return
+        failed = [s for s in self.skip_budget.skipped if s.epoch == self.current_epoch]
+        why = (f"all {len(failed)} of its batches failed (the first with {failed[0].reason})" if failed else
+               "the training loader yielded no batch (a one-shot iterator is empty after the first epoch)")
+        raise BzError(f"epoch {self.current_epoch + 1} trained no batch: {why}")
+
     def on_train_epoch_end(self) -> None:
-        if not self.stats["train"].count:
-            failed = [s for s in self.skip_budget.skipped if s.epoch == self.current_epoch]
-            why = (f"all {len(failed)} of its batches failed (the first with {failed[0].reason})" if failed else
-                   "the training loader yielded no batch (a one-shot iterator is empty after the first epoch)")
-            raise BzError(f"epoch {self.current_epoch + 1} trained no batch: {why}")
+        self._check_trained()
         self._log_split("train")
         if self.skip_budget.skipped:
             self.log("skipped_batches", float(self.skipped_batches))

@@ -3,6 +3,8 @@ survive SIGKILL in the middle of a write (also with $TMPDIR on another filesyste
 
 from __future__ import annotations
 
+import json
+import math
 import os
 import random
 import signal
@@ -73,7 +75,7 @@ def test_kill_9_after_epoch_2_of_4_and_sigterm_mid_epoch_resume_exactly(tmp_path
     termed.send_signal(signal.SIGTERM)
     code, out = _finish(termed)
     assert code == 143, out
-    assert "training stopped by SIGTERM" in out
+    assert "training stopped by SIGTERM in epoch 2 after" in out
     last = load_checkpoint(tmp_path / "t" / "ckpt" / "last.ckpt")
     mid = last["callbacks"]["ResumeCheckpoint"]["mid_epoch"]
     assert mid is not None and mid["consumed"] >= 1, "SIGTERM should save at a batch boundary, mid-epoch"
@@ -87,6 +89,26 @@ def test_kill_9_after_epoch_2_of_4_and_sigterm_mid_epoch_resume_exactly(tmp_path
             assert "resuming run" in out, out
     _assert_same_state(tmp_path / "whole.pt", tmp_path / "k" / "out.pt")
     _assert_same_state(tmp_path / "whole.pt", tmp_path / "t" / "out.pt")
+
+
+def test_kill_9_after_the_last_checkpoint_then_the_same_call_stores_the_full_result(tmp_path) -> None:
+    """The window the README once listed as a limit: the final last.ckpt is written, the
+    result is not. The re-run has nothing left to train and must still record the result."""
+    (tmp_path / "k").mkdir()
+    whole = _start("train", str(tmp_path / "whole"), str(tmp_path / "whole.pt"), "2")
+    killed = _start("train", str(tmp_path / "k" / "ckpt"), str(tmp_path / "k" / "out.pt"), "2", "--kill-at-end", "1")
+    code, out = _finish(killed)
+    assert code == -signal.SIGKILL, out
+    assert (tmp_path / "k" / "ckpt" / "last.ckpt").is_file() and not (tmp_path / "k" / "ckpt" / "result.json").exists()
+    rerun = _start("train", str(tmp_path / "k" / "ckpt"), str(tmp_path / "k" / "out.pt"), "2")
+    for proc in (whole, rerun):
+        code, out = _finish(proc)
+        assert code == 0, out
+    expected = json.loads((tmp_path / "whole.pt.json").read_text())
+    got = json.loads((tmp_path / "k" / "out.pt.json").read_text())
+    assert got == expected and got["epochs"] == 2 and not math.isnan(got["metrics"]["train_loss"])
+    _assert_same_state(tmp_path / "whole.pt", tmp_path / "k" / "out.pt")
+    assert json.loads((tmp_path / "k" / "ckpt" / "result.json").read_text())["metrics"] == expected["metrics"]
 
 
 @pytest.mark.parametrize("tmpdir_on_tmpfs", [False, True], ids=["default-TMPDIR", "TMPDIR-on-tmpfs"])

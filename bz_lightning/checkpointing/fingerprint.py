@@ -146,10 +146,13 @@ def resolve_targets(targets: Iterable[str]) -> list[Any]:
     """The objects ``_target_`` strings name (imported as Hydra would); a target that does
     not import is described by its name alone, so the signature still differs from a run
     whose target does."""
+    targets = list(dict.fromkeys(targets))
+    if not targets:
+        return []
     from hydra.utils import get_object
 
     objects: list[Any] = []
-    for target in dict.fromkeys(targets):
+    for target in targets:
         try:
             objects.append(get_object(target))
         except Exception:  # noqa: BLE001 - an unimportable target is reported when it is built

@@ -221,10 +221,11 @@ def _finite(value: float) -> float | None:
 def _final_line(record: dict[str, Any]) -> str:
     shown = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record["metrics"].items())
     saved = f"saved {record['output_dir']}/{METRICS_FILE}"
+    epochs = f"{record['epochs']} epoch{'s' if record['epochs'] != 1 else ''}"
     if record["reused"]:
         return (f"reused the finished run {record['signature']} ({record['checkpoint_dir']}): nothing was trained; "
-                f"resume=never trains it again\nfinal ({record['epochs']} epochs, reused): {shown}\n{saved}")
-    return f"final ({record['epochs']} epochs, {record['duration_s']:.1f} s): {shown}\n{saved}"
+                f"resume=never trains it again\nfinal ({epochs}, reused): {shown}\n{saved}")
+    return f"final ({epochs}, {record['duration_s']:.1f} s): {shown}\n{saved}"
 
 
 if __name__ == "__main__":

@@ -99,6 +99,11 @@ class MetricSet:
                 metric._to_device(device)
 
     def _group(self) -> None:
+        for metric in self.metrics:
+            # States are compared as they are: nothing may wait in a metric's queue (after a
+            # restore, the batch just counted does), or a follower would add it twice.
+            if isinstance(metric, TorchmetricsShim):
+                metric._flush()
         groups: dict[object, list[int]] = {}
         for index, metric in enumerate(self.metrics):
             key = metric._share_key() if isinstance(metric, TorchmetricsShim) else None

@@ -96,7 +96,8 @@ class TorchmetricsShim(Metric):
         tm = self._tm
         if tm is None:
             return {"built": None}
-        return {"built": self._build_info(), "states": {name: getattr(tm, name) for name in tm._defaults},
+        return {"built": self._build_info(), "states": {name: _own_shape(getattr(tm, name), default)
+                                                        for name, default in tm._defaults.items()},
                 "update_count": tm._update_count}
 
     def load_state_dict(self, state: dict[str, Any]) -> None:
@@ -118,6 +119,7 @@ class TorchmetricsShim(Metric):
         """Move the restored state to the device the batches are on."""
         if self._tm is not None:
             self._tm = self._tm.to(device)
+
 
     def update(self, preds: Tensor, targets: Tensor) -> None:
         if self._tm is None:  # the first batch: checked in full, and counted at once
@@ -170,3 +172,15 @@ class TorchmetricsShim(Metric):
 
     def _repr_args(self) -> dict[str, Any]:
         return {"name": self._name}
+
+
+def _own_shape(value: Any, default: Any) -> Any:
+    """A state in the metric's own shape. A metric that sums its counts over classes (micro
+    accuracy) may hold its compute-group leader's per-class counts (see ``_follow``):
+    summed, they are its own."""
+    import torch
+
+    if isinstance(value, torch.Tensor) and isinstance(default, torch.Tensor) and value.shape != default.shape:
+        if default.shape == (1,) and value.ndim == 1:
+            return value.sum(0, keepdim=True)
+    return value

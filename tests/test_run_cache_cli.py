@@ -1,0 +1,157 @@
+"""bz-train's results are the run's own, and none is lost: debug runs, edited code, a sweep
+with a failing job (in-process), SIGTERM in the last validation and two runs started in the
+same second (real processes)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import yaml
+
+from _project import write_project
+from bz_lightning.cli import train as train_cli
+
+QUICK = ("print_config=false", "plugins=none", "data.batch_size=360")
+
+
+@pytest.fixture
+def project(tmp_path: Path, monkeypatch: pytest.MonkeyPatch):
+    """The test project in the working directory (bz-train reads ./conf and imports from it)."""
+    write_project(tmp_path)
+    yield tmp_path
+    for name in ("project_models", "gated_data"):
+        sys.modules.pop(name, None)
+    if str(tmp_path) in sys.path:
+        sys.path.remove(str(tmp_path))
+
+
+def run_in_process(monkeypatch: pytest.MonkeyPatch, *args: str) -> None:
+    flags = [a for a in args if a.startswith("-")]  # Hydra wants its flags before the overrides
+    monkeypatch.setattr(sys, "argv", ["bz-train", *flags, *QUICK, *(a for a in args if a not in flags)])
+    train_cli.main()
+
+
+def record(path: Path) -> dict:
+    return json.loads((path / "metrics.json").read_text())
+
+
+# ------------------------------------------------------------------ in-process
+def test_debug_runs_train_every_time_and_store_nothing(project: Path, monkeypatch, capsys) -> None:
+    for run in ("a", "b"):
+        run_in_process(monkeypatch, "debug=fdr", f"hydra.run.dir={run}")
+        result = record(project / run)
+        assert result["epochs"] == 1 and not result["reused"] and result["signature"] is None
+        assert isinstance(result["metrics"]["train_loss"], float)
+    assert "final (1 epoch, " in capsys.readouterr().out
+    assert not (project / "runs").exists()
+
+
+def test_editing_the_models_code_trains_again(project: Path, monkeypatch) -> None:
+    run_in_process(monkeypatch, "model=tiny", "epochs=1", "hydra.run.dir=first")
+    run_in_process(monkeypatch, "model=tiny", "epochs=1", "hydra.run.dir=same")
+    first, same = record(project / "first"), record(project / "same")
+    assert same["reused"] and same["signature"] == first["signature"]
+    source = project / "project_models.py"
+    source.write_text(source.read_text().replace("self.linear(x.flatten(1))", "self.linear(2 * x.flatten(1))"))
+    sys.modules.pop("project_models", None)
+    run_in_process(monkeypatch, "model=tiny", "epochs=1", "hydra.run.dir=edited")
+    edited = record(project / "edited")
+    assert not edited["reused"] and edited["signature"] != first["signature"]
+    assert edited["metrics"] != first["metrics"]
+
+
+def test_a_sweep_with_a_failing_job_still_writes_its_summary(project: Path, monkeypatch, capsys) -> None:
+    with pytest.raises(SystemExit) as stop:
+        run_in_process(monkeypatch, "-m", "model=mlp,broken", "epochs=1", "hydra.sweep.dir=sweep")
+    assert stop.value.code == 1
+    summary = json.loads((project / "sweep" / "summary.json").read_text())
+    jobs = {job["job"]: job for job in summary["jobs"]}
+    assert [jobs["0"]["status"], jobs["1"]["status"]] == ["complete", "failed"]
+    assert jobs["1"]["error"].startswith("BzError: epoch 1 trained no batch: all 4 of its batches failed")
+    assert jobs["1"]["overrides"][-2:] == ["model=broken", "epochs=1"] and summary["best_job"] == "0"
+    out = capsys.readouterr().out
+    assert "sweep summary:" in out and "job 1 failed: BzError: epoch 1 trained no batch" in out
+
+
+# ------------------------------------------------------------------ real processes
+def _bz_train(*args: str, cwd: Path, env: dict | None = None) -> subprocess.Popen:
+    return subprocess.Popen([sys.executable, "-m", "bz_lightning.cli.train", *QUICK, *args], cwd=cwd, text=True,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, env={**os.environ, **(env or {})})
+
+
+def _finish(proc: subprocess.Popen, code: int = 0) -> str:
+    out, _ = proc.communicate(timeout=300)
+    assert proc.returncode == code, out[-3000:]
+    return out
+
+
+@pytest.mark.slow
+def test_sigterm_in_the_last_validation_then_the_same_command_stores_the_full_result(project: Path) -> None:
+    command = ("data=gated", "epochs=2")
+    (project / "gate.2").touch()  # the cut run waits at the start of its second validation
+    cut = _bz_train(*command, "hydra.run.dir=cut", cwd=project)
+    deadline = time.monotonic() + 240
+    while not (project / "gate.2.reached").exists():
+        assert cut.poll() is None and time.monotonic() < deadline, cut.stdout.read()[-3000:]
+        time.sleep(0.05)
+    cut.send_signal(signal.SIGTERM)
+    for line in cut.stdout:  # bz's handler has the signal: let the validation finish
+        if "received SIGTERM" in line:
+            break
+    (project / "gate.2").unlink()
+    assert "training stopped by SIGTERM in epoch 2" in _finish(cut, 143)
+    (ckpt_dir,) = (project / "runs").glob("*/checkpoints")
+    assert (ckpt_dir / "last.ckpt").is_file() and not (ckpt_dir / "result.json").exists()
+
+    _finish(_bz_train(*command, "hydra.run.dir=rerun", cwd=project))
+    _finish(_bz_train(*command, "resume=never", "hydra.run.dir=whole", cwd=project))
+    rerun, whole = record(project / "rerun"), record(project / "whole")
+    assert rerun["resumed_from"] == str(Path("runs") / ckpt_dir.parent.name / "checkpoints" / "last.ckpt")
+    assert not rerun["reused"] and rerun["epochs"] == whole["epochs"] == 2
+    assert set(rerun["metrics"]) == {"train_loss", "train_accuracy", "train_f1_score", "val_loss", "val_accuracy",
+                                     "val_f1_score"}
+    assert rerun["metrics"] == whole["metrics"]
+    assert json.loads((ckpt_dir / "result.json").read_text())["metrics"] == whole["metrics"]
+
+
+FROZEN_CLOCK = """\
+import datetime as _datetime
+
+
+class _Frozen(_datetime.datetime):
+    @classmethod
+    def now(cls, tz=None):
+        return cls(2026, 1, 2, 3, 4, 5, tzinfo=tz)
+
+
+_datetime.datetime = _Frozen
+"""
+
+
+@pytest.mark.slow
+def test_two_runs_started_in_the_same_second_keep_their_own_directories(tmp_path: Path) -> None:
+    clock = tmp_path / "clock"
+    clock.mkdir()
+    (clock / "sitecustomize.py").write_text(FROZEN_CLOCK)  # both processes start at 03:04:05
+    env = {"PYTHONPATH": os.pathsep.join(filter(None, [str(clock), os.environ.get("PYTHONPATH")]))}
+    procs = [_bz_train("epochs=1", f"optimizer.lr={lr}", cwd=tmp_path, env=env) for lr in (0.01, 0.02)]
+    for proc in procs:
+        _finish(proc)
+    dirs = sorted((tmp_path / "outputs" / "train" / "runs").iterdir())
+    assert len(dirs) == 2 and all(d.name.startswith("2026-01-02_03-04-05") for d in dirs)
+    lrs = []
+    for run in dirs:
+        overrides = yaml.safe_load((run / ".hydra" / "overrides.yaml").read_text())
+        assert record(run)["overrides"] == overrides
+        config = yaml.safe_load((run / "config.yaml").read_text())
+        assert overrides[-1] == f"optimizer.lr={config['optimizer']['lr']}"
+        assert "optimizer.lr" in (run / "train.log").read_text() or (run / "train.log").is_file()
+        lrs.append(config["optimizer"]["lr"])
+    assert sorted(lrs) == [0.01, 0.02]
