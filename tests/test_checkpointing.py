@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -93,6 +94,15 @@ def test_signature_changes_with_what_defines_the_run(key, value) -> None:
     assert _signature(_with(key, value)) != _signature()
 
 
+def test_the_readme_lists_exactly_the_ignored_keys() -> None:
+    from bz_lightning.checkpointing import IGNORED_CONFIG_KEYS
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### What defines a run: the signature", 1)[1].split("Everything else counts", 1)[0]
+    listed = section.split("(`bz_lightning.checkpointing.IGNORED_CONFIG_KEYS`):", 1)[1]
+    assert set(re.findall(r"`(\w+)`", listed)) == set(IGNORED_CONFIG_KEYS)
+
+
 def test_signature_covers_objects_but_never_weights() -> None:
     base = _signature()
     assert len(base) == 16 and int(base, 16) >= 0
@@ -126,6 +136,24 @@ def test_atomic_io_writes_through_a_temp_file_in_the_destination_directory(tmp_p
     loaded = load_checkpoint(target)
     assert loaded["bz_checkpoint_version"] == CHECKPOINT_VERSION and loaded["np"] == 3
     assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
+
+
+def test_a_write_that_fails_midway_leaves_the_old_file_whole(tmp_path) -> None:
+    """What a full disk does to a write: some bytes land, then ENOSPC."""
+    import errno
+
+    from bz_lightning._atomic import atomic_write_bytes, write_json
+
+    path = tmp_path / "metrics.json"
+    write_json(path, {"old": 1})
+
+    def half_then_full(f) -> None:
+        f.write(b'{"new": ')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(OSError, match="No space left"):
+        atomic_write_bytes(path, half_then_full)
+    assert path.read_text() == '{\n  "old": 1\n}\n' and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
 
 
 def test_stale_temp_files_are_removed_at_start(tmp_path, train_loader) -> None:

@@ -252,6 +252,26 @@ def test_plugin_state_follows_its_state_key_not_its_position(tmp_path) -> None:
     assert (resumed.best_epoch, resumed.best_score) == (whole.best_epoch, whole.best_score)
 
 
+def test_batches_skipped_before_an_interruption_still_count(tmp_path) -> None:
+    class Flaky(TensorDataset):
+        def __getitem__(self, i):
+            if i == 3:
+                raise OSError("corrupt sample 3")
+            return super().__getitem__(i)
+
+    data = Flaky(*make_dataset(48).tensors)
+    with pytest.raises(Preempted):
+        train(DataLoader(data, batch_size=8), epochs=3, plugins=[TermAt(1, "end_training_batch", 1)],
+              checkpoint_dir=str(tmp_path))
+    _, result = train(DataLoader(data, batch_size=8), epochs=3, checkpoint_dir=str(tmp_path))
+    assert [(s.epoch, s.batch) for s in result.skipped_batches] == [(0, 0), (1, 0), (2, 0)]
+    with pytest.raises(BzError, match="3 batches failed, more than max_skipped_batches=2"):
+        with pytest.raises(Preempted):
+            train(DataLoader(data, batch_size=8), epochs=3, plugins=[TermAt(1, "end_training_batch", 1)],
+                  checkpoint_dir=str(tmp_path / "b"), max_skipped_batches=2)
+        train(DataLoader(data, batch_size=8), epochs=3, checkpoint_dir=str(tmp_path / "b"), max_skipped_batches=2)
+
+
 def test_resumed_epoch_time_is_its_own_and_messages_count_epochs_from_1(tmp_path) -> None:
     with pytest.raises(Preempted) as stop:
         train(loader(), epochs=2, plugins=[TermAt(1, "end_training_batch", 2)], checkpoint_dir=str(tmp_path))

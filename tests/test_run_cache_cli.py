@@ -9,13 +9,14 @@ import os
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
 import pytest
 import yaml
-
 from _project import write_project
+
 from bz_lightning.cli import train as train_cli
 
 QUICK = ("print_config=false", "plugins=none", "data.batch_size=360")
@@ -67,7 +68,27 @@ def test_editing_the_models_code_trains_again(project: Path, monkeypatch) -> Non
     assert edited["metrics"] != first["metrics"]
 
 
+def _linked(directory: Path, name: str) -> Path:
+    """``directory/name`` as a hard link to a file holding "old": a writer that rewrites the
+    file in place (truncating it first) changes what the link shows; one that writes a new
+    file and renames it over the name does not."""
+    directory.mkdir(parents=True, exist_ok=True)
+    old = directory.parent / f"old-{directory.name}-{name}"
+    old.write_text("old")
+    os.link(old, directory / name)
+    return old
+
+
+def test_records_are_replaced_whole_never_rewritten_in_place(project: Path, monkeypatch) -> None:
+    olds = [_linked(project / "run", name) for name in ("metrics.json", "config.yaml")]
+    run_in_process(monkeypatch, "debug=fdr", "hydra.run.dir=run")
+    assert [old.read_text() for old in olds] == ["old", "old"]
+    assert record(project / "run")["epochs"] == 1 and yaml.safe_load((project / "run" / "config.yaml").read_text())
+    assert not [p for p in (project / "run").iterdir() if ".tmp-" in p.name]
+
+
 def test_a_sweep_with_a_failing_job_still_writes_its_summary(project: Path, monkeypatch, capsys) -> None:
+    old = _linked(project / "sweep", "summary.json")
     with pytest.raises(SystemExit) as stop:
         run_in_process(monkeypatch, "-m", "model=mlp,broken", "epochs=1", "hydra.sweep.dir=sweep")
     assert stop.value.code == 1
@@ -78,6 +99,28 @@ def test_a_sweep_with_a_failing_job_still_writes_its_summary(project: Path, monk
     assert jobs["1"]["overrides"][-2:] == ["model=broken", "epochs=1"] and summary["best_job"] == "0"
     out = capsys.readouterr().out
     assert "sweep summary:" in out and "job 1 failed: BzError: epoch 1 trained no batch" in out
+    assert old.read_text() == "old"  # summary.json was replaced whole
+
+
+def test_a_sweep_job_stopped_by_sigterm_is_marked_preempted(project: Path, monkeypatch) -> None:
+    """A real SIGTERM to this process while the job validates (held at the gate)."""
+    (project / "gate.1").touch()
+
+    def preempt() -> None:
+        deadline = time.monotonic() + 240
+        while not (project / "gate.1.reached").exists() and time.monotonic() < deadline:
+            time.sleep(0.02)
+        os.kill(os.getpid(), signal.SIGTERM)  # bz's handler runs in the main thread, before
+        (project / "gate.1").unlink()         # the epoch it holds at the gate can end
+
+    thread = threading.Thread(target=preempt, daemon=True)
+    thread.start()
+    with pytest.raises(SystemExit) as stop:
+        run_in_process(monkeypatch, "-m", "data=gated", "epochs=1", "hydra.sweep.dir=sweep")
+    thread.join()
+    assert stop.value.code == 143
+    (job,) = json.loads((project / "sweep" / "summary.json").read_text())["jobs"]
+    assert job["status"] == "preempted" and job["error"].startswith("Preempted: training stopped by SIGTERM in epoch 1")
 
 
 # ------------------------------------------------------------------ real processes
@@ -106,7 +149,7 @@ def test_sigterm_in_the_last_validation_then_the_same_command_stores_the_full_re
         if "received SIGTERM" in line:
             break
     (project / "gate.2").unlink()
-    assert "training stopped by SIGTERM in epoch 2" in _finish(cut, 143)
+    stopped = _finish(cut, 143)
     (ckpt_dir,) = (project / "runs").glob("*/checkpoints")
     assert (ckpt_dir / "last.ckpt").is_file() and not (ckpt_dir / "result.json").exists()
 
@@ -119,6 +162,7 @@ def test_sigterm_in_the_last_validation_then_the_same_command_stores_the_full_re
                                      "val_f1_score"}
     assert rerun["metrics"] == whole["metrics"]
     assert json.loads((ckpt_dir / "result.json").read_text())["metrics"] == whole["metrics"]
+    assert "training stopped by SIGTERM in epoch 2 after 4 batches" in stopped  # epochs counted from 1
 
 
 FROZEN_CLOCK = """\
