@@ -3,20 +3,31 @@
 * ``debug_options``: the Lightning options that make a run a debug run (never stored or
   reused).
 * ``describe_call``: the ``Trainer.train`` arguments that define the run, as plain values.
-* ``stored_fields`` / ``result_from_stored``: what ``result.json`` keeps of a finished run
-  and the ``TrainingResult`` a reused run returns.
+* ``result_of``: the ``TrainingResult`` of a fit; ``stored_fields`` / ``result_from_stored``
+  / ``reuse``: what ``result.json`` keeps of a finished run, and the ``TrainingResult`` a
+  reused run returns.
 """
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Iterable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    import lightning.pytorch as pl
+    from torch import nn
+
+    from bz_lightning.bridge import LifecycleCallback
+    from bz_lightning.checkpointing.run import RunCheckpoints
+    from bz_lightning.module import BzModule
     from bz_lightning.plugins.base import Plugin
     from bz_lightning.trainer import TrainingResult
 
-__all__ = ["DEBUG_OPTIONS", "code_objects", "debug_options", "describe_call", "result_from_stored", "stored_fields"]
+__all__ = ["DEBUG_OPTIONS", "as_list", "code_objects", "debug_options", "describe_call", "result_from_stored",
+           "result_of", "reuse", "stored_fields"]
+
+log = logging.getLogger("bz_lightning")
 
 #: ``lightning.Trainer`` options that run only part of the data; value means "off".
 DEBUG_OPTIONS: Mapping[str, tuple[Any, ...]] = {
@@ -162,3 +173,52 @@ def result_from_stored(stored: Mapping[str, Any]) -> TrainingResult:
 
 def _float(value: Any) -> float:
     return float("nan") if value is None else float(value)
+
+
+def result_of(bridge: LifecycleCallback, module: BzModule, trainer: pl.Trainer, duration: float) -> TrainingResult:
+    """The ``TrainingResult`` of a fit that returned."""
+    from bz_lightning.context import mean
+    from bz_lightning.trainer import TrainingResult
+
+    ctx = bridge.context
+    return TrainingResult(
+        context=ctx,
+        training_metrics=dict(ctx.training_metrics),
+        validation_metrics=dict(ctx.validation_metrics),
+        # The context's totals are summed over processes under DDP; the module's are local.
+        training_loss=mean(ctx.training_loss_total, ctx.training_batch_count),
+        validation_loss=mean(ctx.validation_loss_total, ctx.validation_batch_count),
+        # Epochs whose training finished: also right when a restored run had nothing left.
+        epochs_completed=max(trainer.current_epoch,
+                             trainer.fit_loop.epoch_progress.current.processed),  # type: ignore[attr-defined]
+        stopped_early=trainer.should_stop,
+        plugin_failures=list(bridge.failures),
+        skipped_batches=list(module.skip_budget.skipped),
+        warnings=module.run_warnings,
+        module=module,
+        lightning_trainer=trainer,
+        duration_s=duration,
+    )
+
+
+def reuse(checkpoints: RunCheckpoints, model: nn.Module) -> TrainingResult | None:
+    """The stored result of a finished run, said aloud, with its final weights in ``model``."""
+    stored = checkpoints.finished_result(model)
+    if stored is None:
+        return None
+    log.warning(
+        "reusing the finished run %s (%s, %s epochs, finished %s): nothing was trained, its final weights are "
+        "loaded into the model; pass resume='never' (bz-train: resume=never) to train it again",
+        checkpoints.signature, checkpoints.result_path, stored.get("epochs_completed"), stored.get("finished_at"),
+    )
+    result = result_from_stored(stored)
+    result.signature = checkpoints.signature
+    result.checkpoint_dir = str(checkpoints.directory)
+    return result
+
+
+def as_list(value: Any) -> list[Any]:
+    """``None`` -> ``[]``, a list or tuple -> a list, anything else -> ``[value]``."""
+    if value is None:
+        return []
+    return list(value) if isinstance(value, (list, tuple)) else [value]

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from bz_lightning._run import code_objects, debug_options, describe_call, result_from_stored, stored_fields
-from bz_lightning.context import PluginContext, mean
+from bz_lightning._run import as_list, code_objects, debug_options, describe_call, result_of, reuse, stored_fields
+from bz_lightning.context import PluginContext
 from bz_lightning.errors import BzConfigError
 from bz_lightning.plugins.base import Plugin
 
@@ -223,7 +223,7 @@ class Trainer:
                 lightning_kwargs=lightning_kwargs,
             )
             if checkpoints is not None:
-                reused = _reuse(checkpoints, model)
+                reused = reuse(checkpoints, model)
                 if reused is not None:
                     return reused
 
@@ -241,7 +241,7 @@ class Trainer:
         duration = self._fit(lightning_trainer, module, loader, validation_loader, checkpoints)
 
         # 4. Record it.
-        result = _result(bridge, module, lightning_trainer, duration)
+        result = result_of(bridge, module, lightning_trainer, duration)
         if checkpoints is not None:
             result.signature = checkpoints.signature
             result.checkpoint_dir = str(checkpoints.directory)
@@ -344,7 +344,7 @@ class Trainer:
         last: list[pl.Callback] = []
         if checkpoints is not None:
             first, last = checkpoints.callbacks(bridge, checkpoint_interval)
-            options["plugins"] = [checkpoints.checkpoint_io(), *_as_list(lightning_kwargs.get("plugins"))]
+            options["plugins"] = [checkpoints.checkpoint_io(), *as_list(lightning_kwargs.get("plugins"))]
         options["callbacks"] = [*first, bridge, *lightning_callbacks, *last]
         return pl.Trainer(**options)
 
@@ -415,47 +415,3 @@ def lightning_device_args(device: str | torch.device) -> dict[str, Any]:
             raise BzConfigError("device='mps' but MPS is not available on this machine; use 'cpu' or 'auto'")
         return {"accelerator": "mps", "devices": 1}
     raise BzConfigError(f"device must be {allowed}, got {device!r}")
-
-
-def _result(bridge: LifecycleCallback, module: BzModule, trainer: pl.Trainer, duration: float) -> TrainingResult:
-    ctx = bridge.context
-    return TrainingResult(
-        context=ctx,
-        training_metrics=dict(ctx.training_metrics),
-        validation_metrics=dict(ctx.validation_metrics),
-        # The context's totals are summed over processes under DDP; the module's are local.
-        training_loss=mean(ctx.training_loss_total, ctx.training_batch_count),
-        validation_loss=mean(ctx.validation_loss_total, ctx.validation_batch_count),
-        # Epochs whose training finished: also right when a restored run had nothing left.
-        epochs_completed=max(trainer.current_epoch,
-                             trainer.fit_loop.epoch_progress.current.processed),  # type: ignore[attr-defined]
-        stopped_early=trainer.should_stop,
-        plugin_failures=list(bridge.failures),
-        skipped_batches=list(module.skip_budget.skipped),
-        warnings=module.run_warnings,
-        module=module,
-        lightning_trainer=trainer,
-        duration_s=duration,
-    )
-
-
-def _reuse(checkpoints: RunCheckpoints, model: nn.Module) -> TrainingResult | None:
-    """The stored result of a finished run, said aloud, with its final weights in ``model``."""
-    stored = checkpoints.finished_result(model)
-    if stored is None:
-        return None
-    logger.warning(
-        "reusing the finished run %s (%s, %s epochs, finished %s): nothing was trained, its final weights are "
-        "loaded into the model; pass resume='never' (bz-train: resume=never) to train it again",
-        checkpoints.signature, checkpoints.result_path, stored.get("epochs_completed"), stored.get("finished_at"),
-    )
-    result = result_from_stored(stored)
-    result.signature = checkpoints.signature
-    result.checkpoint_dir = str(checkpoints.directory)
-    return result
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
