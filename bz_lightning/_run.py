@@ -121,7 +121,8 @@ def code_objects(
 
 def stored_fields(result: TrainingResult, epochs: int) -> dict[str, Any]:
     """What ``result.json`` keeps of a finished run."""
-    ctx = result.context
+    from bz_lightning.context import context_values
+
     return {
         "epochs": epochs,
         "epochs_completed": result.epochs_completed,
@@ -131,16 +132,7 @@ def stored_fields(result: TrainingResult, epochs: int) -> dict[str, Any]:
         "validation_metrics": result.validation_metrics,
         "training_loss": result.training_loss,
         "validation_loss": result.validation_loss,
-        "context": {
-            "epoch": ctx.epoch,
-            "training_loss_total": ctx.training_loss_total,
-            "training_batch_count": ctx.training_batch_count,
-            "validation_loss_total": ctx.validation_loss_total,
-            "validation_batch_count": ctx.validation_batch_count,
-            "training_metrics": dict(ctx.training_metrics),
-            "validation_metrics": dict(ctx.validation_metrics),
-            "should_stop_training": ctx.should_stop_training,
-        },
+        "context": context_values(result.context),
         "skipped_batches": [[s.epoch, s.batch, s.reason] for s in result.skipped_batches],
         "plugin_failures": len(result.plugin_failures),
         "warnings": list(result.warnings),
@@ -152,11 +144,10 @@ def result_from_stored(stored: Mapping[str, Any]) -> TrainingResult:
     """The ``TrainingResult`` of a run that had already finished: nothing was trained, and
     every value comes from its ``result.json``."""
     from bz_lightning._batch_guard import SkippedBatch
-    from bz_lightning.context import PluginContext
+    from bz_lightning.context import PluginContext, restore_context
     from bz_lightning.trainer import TrainingResult
 
-    context = PluginContext(**{k: v for k, v in dict(stored.get("context", {})).items()
-                               if k in PluginContext.__dataclass_fields__})
+    context = restore_context(PluginContext(), dict(stored.get("context", {})))
     return TrainingResult(
         context=context,
         training_metrics=dict(stored.get("training_metrics", {})),

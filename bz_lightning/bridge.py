@@ -19,7 +19,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import lightning.pytorch as pl
 from lightning.pytorch.trainer.states import TrainerFn
 
-from bz_lightning.context import PluginContext, split_stats
+from bz_lightning.context import PluginContext, context_values, restore_context, split_stats
 from bz_lightning.errors import BzConfigError, BzPluginError
 from bz_lightning.plugins.base import Plugin, implemented_stages
 from bz_lightning.stages import Stage
@@ -462,19 +462,9 @@ class LifecycleCallback(pl.Callback):
         return keyed
 
     def state_dict(self) -> dict[str, Any]:
-        ctx = self.context
         return {
             "plugins": {key: plugin.state_dict() for key, plugin in self._keyed_plugins()},
-            "context": {
-                "epoch": ctx.epoch,
-                "training_loss_total": ctx.training_loss_total,
-                "training_batch_count": ctx.training_batch_count,
-                "validation_loss_total": ctx.validation_loss_total,
-                "validation_batch_count": ctx.validation_batch_count,
-                "training_metrics": dict(ctx.training_metrics),
-                "validation_metrics": dict(ctx.validation_metrics),
-                "should_stop_training": ctx.should_stop_training,
-            },
+            "context": context_values(self.context),
         }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
@@ -486,10 +476,7 @@ class LifecycleCallback(pl.Callback):
             log.info("the checkpoint holds state for plugins this run does not have: %s", ", ".join(saved))
         restored = state_dict.get("context")
         if restored:
-            ctx = self.context
-            for name, value in restored.items():
-                if hasattr(ctx, name):
-                    setattr(ctx, name, dict(value) if isinstance(value, dict) else value)
+            ctx = restore_context(self.context, restored)
             if ctx.should_stop_training and self._trainer is not None:
                 # The run had been asked to stop: Lightning does not store that itself.
                 self._trainer.should_stop = True

@@ -8,7 +8,12 @@ from typing import TYPE_CHECKING, Any, Dict
 if TYPE_CHECKING:
     from bz_lightning.module import SplitStats
 
-__all__ = ["PluginContext", "epoch_values", "mean", "split_stats"]
+__all__ = ["PluginContext", "context_values", "epoch_values", "mean", "restore_context", "split_stats"]
+
+#: The context's fields that describe where a run is: what checkpoints and ``result.json``
+#: keep (not ``hyperparameters``, which the run's arguments give, nor ``extra``).
+_SAVED_FIELDS = ("epoch", "training_loss_total", "training_batch_count", "validation_loss_total",
+                 "validation_batch_count", "training_metrics", "validation_metrics", "should_stop_training")
 
 
 @dataclass
@@ -63,6 +68,25 @@ def epoch_values(context: PluginContext, train: str = "training_", val: str = "v
         values[f"{val}loss"] = mean(context.validation_loss_total, context.validation_batch_count)
         values.update({f"{val}{k}": float(v) for k, v in context.validation_metrics.items()})
     return values
+
+
+def context_values(context: PluginContext) -> dict[str, Any]:
+    """The context's epoch, loss totals, batch counts, metrics and stop request, as plain values.
+
+    >>> context_values(PluginContext(epoch=3))["epoch"]
+    3
+    """
+    return {name: (dict(value) if isinstance(value, dict) else value)
+            for name in _SAVED_FIELDS for value in (getattr(context, name),)}
+
+
+def restore_context(context: PluginContext, values: dict[str, Any]) -> PluginContext:
+    """Put ``context_values`` back into ``context`` (unknown names are ignored); return it."""
+    for name in _SAVED_FIELDS:
+        if name in values:
+            value = values[name]
+            setattr(context, name, dict(value) if isinstance(value, dict) else value)
+    return context
 
 
 def split_stats(module: Any, split: str) -> SplitStats | None:

@@ -8,7 +8,6 @@ from __future__ import annotations
 import logging
 import os
 import re
-import signal
 from pathlib import Path
 
 import numpy as np
@@ -31,7 +30,7 @@ from bz_lightning.checkpointing import (
 )
 from bz_lightning.plugins import Plugin
 from bz_lightning.plugins.early_stopping import EarlyStoppingPlugin
-from conftest import make_dataset, make_model
+from conftest import TermAt, make_dataset, make_model
 
 # ----------------------------------------------------------------------------- signature
 BASE = {
@@ -178,24 +177,6 @@ class Recorder(Plugin):
 
     def run_signature(self):
         return None  # it only records: the same run with or without it
-
-
-class TermAt(Plugin):
-    """Sends this process SIGTERM (bz's handler saves last.ckpt, then raises Preempted) at
-    ``stage`` of ``epoch`` (from 0), at batch ``batch`` for batch stages."""
-
-    def __init__(self, epoch: int, stage: str = "end_training_batch", batch: int = 0) -> None:
-        super().__init__()
-        self.at = (epoch, stage, batch)
-        setattr(self, stage, self._maybe_term)
-
-    def _maybe_term(self, context) -> None:
-        epoch, stage, batch = self.at
-        if context.epoch == epoch and ("batch" not in stage or context.extra["batch_index"] == batch):
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    def run_signature(self):
-        return None
 
 
 def _train(loader, ckpt_dir, epochs=2, plugins=(), model=None, **kwargs):

@@ -12,8 +12,6 @@ import io
 import json
 import logging
 import math
-import os
-import signal
 import sys
 import time
 from pathlib import Path
@@ -27,7 +25,7 @@ from bz_lightning import BzConfigError, BzError, Trainer
 from bz_lightning.checkpointing import Preempted
 from bz_lightning.metrics import Accuracy, F1Score
 from bz_lightning.plugins import ConsoleOutPlugin, EarlyStoppingPlugin, Plugin
-from conftest import CountingAccuracy, make_dataset, make_model
+from conftest import CountingAccuracy, TermAt, make_dataset, make_model
 
 
 def train(loader, *, epochs=2, model=None, plugins=(), val=None, optimizer=None, **kwargs):
@@ -43,23 +41,6 @@ def train(loader, *, epochs=2, model=None, plugins=(), val=None, optimizer=None,
 
 def loader(seed: int = 0, n: int = 48, **kwargs) -> DataLoader:
     return DataLoader(make_dataset(n, seed=seed), batch_size=8, **kwargs)
-
-
-class TermAt(Plugin):
-    """SIGTERM to this process at ``stage`` of ``epoch`` (batch ``batch`` for batch stages)."""
-
-    def __init__(self, epoch: int, stage: str, batch: int = 0) -> None:
-        super().__init__()
-        self.at = (epoch, stage, batch)
-        setattr(self, stage, self._maybe_term)
-
-    def _maybe_term(self, context) -> None:
-        epoch, stage, batch = self.at
-        if context.epoch == epoch and ("batch" not in stage or context.extra["batch_index"] == batch):
-            os.kill(os.getpid(), signal.SIGTERM)
-
-    def run_signature(self):
-        return None  # interrupting a run does not make it another run
 
 
 class Seen(Plugin):
