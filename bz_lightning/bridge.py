@@ -159,7 +159,6 @@ class LifecycleCallback(pl.Callback):
         # Whether a session started in this fit, and whether the fit failed.
         self._session_started = False
         self._failed = False
-        self._trainer: pl.Trainer | None = None
         self._training_loop_open = False
         self._written_checkpoint: str | None = None
         # Known from `setup` on; plugins with `rank_zero_only` listen on rank 0 only.
@@ -331,7 +330,6 @@ class LifecycleCallback(pl.Callback):
 
     # ----------------------------------------------------------- Lightning hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
-        self._trainer = trainer
         self._session_started = self._failed = False
         # The first hook that knows the process's rank: plugins that write stop listening
         # everywhere but on rank 0.
@@ -476,10 +474,7 @@ class LifecycleCallback(pl.Callback):
             log.info("the checkpoint holds state for plugins this run does not have: %s", ", ".join(saved))
         restored = state_dict.get("context")
         if restored:
-            ctx = restore_context(self.context, restored)
-            if ctx.should_stop_training and self._trainer is not None:
-                # The run had been asked to stop: Lightning does not store that itself.
-                self._trainer.should_stop = True
+            restore_context(self.context, restored)
 
 
 def _reset_validation(ctx: PluginContext) -> None:

@@ -44,15 +44,20 @@ def loader(seed: int = 0, n: int = 48, **kwargs) -> DataLoader:
 
 
 class Seen(Plugin):
-    """What plugins see: every stage fired, and the context at each epoch's end."""
+    """What plugins see: every stage fired, the context's training batch count (and
+    ``resumed_batches``) when each training loop starts, and the context at each epoch's end."""
 
     def __init__(self) -> None:
         super().__init__()
         self.stages: list[tuple[str, int]] = []
+        self.loop_starts: list[tuple[int, int, int | None]] = []
         self.epochs: list[dict] = []
 
     def run_stage(self, stage, context) -> None:
         self.stages.append((str(getattr(stage, "value", stage)), context.epoch))
+        if str(getattr(stage, "value", stage)) == "start_training_loop":
+            self.loop_starts.append((context.epoch, context.training_batch_count,
+                                     context.extra.get("resumed_batches")))
         if str(getattr(stage, "value", stage)) == "end_epoch":
             self.epochs.append({
                 "epoch": context.epoch,
@@ -144,15 +149,21 @@ def test_call_options_define_the_run(tmp_path) -> None:
 
 # ------------------------------------------------------------------ no result is lost
 def test_sigterm_in_the_last_validation_then_rerun_stores_the_full_result(tmp_path) -> None:
-    plugins = lambda: [EarlyStoppingPlugin({"patience": 9, "monitor": "val_loss", "verbose": False})]  # noqa: E731
+    # mode "max" on a falling loss: the best epoch is the first, whose weights early
+    # stopping puts back when the session ends.
+    plugins = lambda: [EarlyStoppingPlugin({"patience": 9, "monitor": "val_loss", "mode": "max",  # noqa: E731
+                                            "verbose": False})]
     whole_model, whole = train(loader(), val=loader(seed=1), plugins=plugins(), metrics=[Accuracy()])
     with pytest.raises(Preempted):
-        train(loader(), val=loader(seed=1), plugins=[TermAt(1, "end_validation_batch"), *plugins()],
+        train(loader(), val=loader(seed=1), plugins=[*plugins(), TermAt(1, "end_validation_batch")],
               metrics=[Accuracy()], checkpoint_dir=str(tmp_path))
     assert not (tmp_path / "result.json").exists()
-    model, rerun = train(loader(), val=loader(seed=1), plugins=plugins(), metrics=[Accuracy()],
+    seen = Seen()
+    model, rerun = train(loader(), val=loader(seed=1), plugins=[*plugins(), seen], metrics=[Accuracy()],
                          checkpoint_dir=str(tmp_path))
     assert not rerun.reused and rerun.epochs_completed == 2
+    assert [stage for stage, _ in seen.stages] == ["start_training_session", "load_checkpoint",
+                                                   "end_training_session"]
     assert rerun.metrics == whole.metrics and set(rerun.metrics) == {"train_loss", "train_Accuracy", "val_loss",
                                                                      "val_Accuracy"}
     # Early stopping restored its best weights at the end of the session, as uninterrupted.
@@ -160,9 +171,12 @@ def test_sigterm_in_the_last_validation_then_rerun_stores_the_full_result(tmp_pa
         assert torch.equal(a, b)
     stored = json.loads((tmp_path / "result.json").read_text())
     assert stored["metrics"] == whole.metrics
-    _, again = train(loader(), val=loader(seed=1), plugins=plugins(), metrics=[Accuracy()],
+    fresh = make_model(seed=3)
+    _, again = train(loader(), val=loader(seed=1), model=fresh, plugins=plugins(), metrics=[Accuracy()],
                      checkpoint_dir=str(tmp_path))
     assert again.reused and again.metrics == whole.metrics
+    for a, b in zip(whole_model.parameters(), fresh.parameters()):  # the best weights, stored at the end
+        assert torch.equal(a, b)
 
 
 def test_a_run_stopped_early_and_cut_before_its_record_does_not_train_on(tmp_path) -> None:
@@ -188,8 +202,12 @@ def test_mid_epoch_resume_is_exact_for_plugins_metrics_and_weights(tmp_path, whe
             return loader(shuffle=True, generator=torch.Generator().manual_seed(3))
         return loader(shuffle=True, num_workers=2)
 
+    def dropout_model():  # dropout draws from the global RNG at every training step
+        torch.manual_seed(0)
+        return nn.Sequential(nn.Linear(6, 16), nn.ReLU(), nn.Dropout(0.3), nn.Linear(16, 3))
+
     def run(*plugins, model=None, **kwargs):
-        model = model if model is not None else make_model()
+        model = model if model is not None else dropout_model()
         return train(make_loader(), epochs=3, val=loader(seed=1), model=model, plugins=plugins,
                      optimizer=torch.optim.Adam(model.parameters(), lr=0.05),
                      metrics=[CountingAccuracy(), Accuracy(name="acc"), F1Score(average="macro", name="f1")],
@@ -199,7 +217,7 @@ def test_mid_epoch_resume_is_exact_for_plugins_metrics_and_weights(tmp_path, whe
     whole_model, whole = run(whole_seen)
     with pytest.raises(Preempted):
         run(TermAt(1, "end_training_batch", 2), Seen(), checkpoint_dir=str(tmp_path))
-    model = make_model()  # (seeds torch with 0, as for the other two runs)
+    model = dropout_model()  # (seeds torch with 0, as for the other two runs)
     torch.manual_seed(1234)  # the re-run's RNG state must not matter: the checkpoint's is restored
     seen = Seen()
     model, rerun = run(seen, model=model, checkpoint_dir=str(tmp_path))
@@ -212,6 +230,9 @@ def test_mid_epoch_resume_is_exact_for_plugins_metrics_and_weights(tmp_path, whe
     assert seen.stages[loaded + 1:loaded + 4] == [("start_epoch", 1), ("start_training_loop", 1),
                                                   ("start_training_batch", 1)]
     assert ("end_training_loop", 1) in seen.stages
+    # Its loop starts with the 3 batches trained before the SIGTERM already counted.
+    assert seen.loop_starts == [(1, 3, 3), (2, 0, None)]
+    assert whole_seen.loop_starts == [(0, 0, None), (1, 0, None), (2, 0, None)]
     assert rerun.metrics == whole.metrics
 
 

@@ -108,9 +108,7 @@ class TorchmetricsShim(Metric):
             return
         tm = self._rebuild(info)
         for name, value in state["states"].items():
-            # Copies: metrics that shared a state when it was saved must not share it now,
-            # since each of them updates it in place until they are grouped again.
-            setattr(tm, name, [v.clone() for v in value] if isinstance(value, list) else value.clone())
+            setattr(tm, name, value)
         tm._update_count = int(state["update_count"])
         tm._computed = None
         self._tm = tm
