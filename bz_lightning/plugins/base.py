@@ -95,7 +95,9 @@ class Plugin(ABC):
         epoch training continues from."""
 
     def start_epoch(self, context: PluginContext) -> None:
-        """At the start of every epoch."""
+        """At the start of every epoch. An epoch resumed in its middle (after a preemption)
+        starts again in the new process, with the batches trained before the interruption
+        already in the context's totals; ``context.extra["resumed_batches"]`` says how many."""
 
     def start_training_loop(self, context: PluginContext) -> None:
         """Before the first training batch of an epoch."""
