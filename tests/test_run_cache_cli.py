@@ -87,16 +87,21 @@ def test_records_are_replaced_whole_never_rewritten_in_place(project: Path, monk
     assert not [p for p in (project / "run").iterdir() if ".tmp-" in p.name]
 
 
-def test_a_sweep_with_a_failing_job_still_writes_its_summary(project: Path, monkeypatch, capsys) -> None:
+def test_a_sweep_trains_each_epochs_value_and_still_writes_its_summary_when_a_job_fails(
+        project: Path, monkeypatch, capsys) -> None:
     old = _linked(project / "sweep", "summary.json")
     with pytest.raises(SystemExit) as stop:
-        run_in_process(monkeypatch, "-m", "model=mlp,broken", "epochs=1", "hydra.sweep.dir=sweep")
+        run_in_process(monkeypatch, "-m", "epochs=2,1", "model=mlp,broken", "hydra.sweep.dir=sweep")
     assert stop.value.code == 1
     summary = json.loads((project / "sweep" / "summary.json").read_text())
     jobs = {job["job"]: job for job in summary["jobs"]}
-    assert [jobs["0"]["status"], jobs["1"]["status"]] == ["complete", "failed"]
-    assert jobs["1"]["error"].startswith("BzError: epoch 1 trained no batch: all 4 of its batches failed")
-    assert jobs["1"]["overrides"][-2:] == ["model=broken", "epochs=1"] and summary["best_job"] == "0"
+    assert [jobs[j]["status"] for j in "0123"] == ["complete", "failed", "complete", "failed"]
+    # epochs=1 is its own run, trained: not the 2-epoch job's result.
+    assert [jobs[j]["epochs"] for j in "02"] == [2, 1] and not jobs["0"]["reused"] and not jobs["2"]["reused"]
+    assert jobs["0"]["signature"] != jobs["2"]["signature"] and jobs["0"]["metrics"] != jobs["2"]["metrics"]
+    for j in "13":
+        assert jobs[j]["error"].startswith("BzError: epoch 1 trained no batch: all 4 of its batches failed")
+    assert jobs["3"]["overrides"][-2:] == ["epochs=1", "model=broken"]
     out = capsys.readouterr().out
     assert "sweep summary:" in out and "job 1 failed: BzError: epoch 1 trained no batch" in out
     assert old.read_text() == "old"  # summary.json was replaced whole
