@@ -20,7 +20,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.trainer.states import TrainerFn
 
 from bz_lightning.context import PluginContext, split_stats
-from bz_lightning.errors import BzConfigError, BzPluginError
+from bz_lightning.errors import BzConfigError, BzPluginError, NonFiniteLossError
 from bz_lightning.plugins.base import Plugin, implemented_stages
 from bz_lightning.stages import Stage
 
@@ -198,6 +198,8 @@ class LifecycleCallback(pl.Callback):
         for plugin in self._listeners[stage]:
             try:
                 plugin.run_stage(stage, self.context)
+            except NonFiniteLossError:
+                raise  # the run's own error, found when a plugin read the run's values
             except Exception as err:
                 self._plugin_failed(plugin, stage, err)
             else:
@@ -266,9 +268,18 @@ class LifecycleCallback(pl.Callback):
         all-reduce per loop, never per step), so every process's plugins decide alike."""
         if stats is None:
             return
-        total, count = stats.loss_total, stats.count
-        metrics = stats.metric_values() if loop_end else None  # reduced by their own compute
-        if loop_end and trainer.world_size > 1:
+        ctx = self.context
+        if not loop_end:
+            # At a batch stage the total is read from the device only if a plugin reads it.
+            total: Any = stats.read_loss_total
+            if validation:
+                ctx.validation_loss_total, ctx.validation_batch_count = total, stats.count
+            else:
+                ctx.training_loss_total, ctx.training_batch_count = total, stats.count
+            return
+        reading = stats.read()  # one host read; metrics reduced by their own compute
+        total, count, metrics = reading.loss_total, reading.count, reading.metrics
+        if trainer.world_size > 1:
             import torch
 
             summed = trainer.strategy.reduce(
@@ -276,15 +287,12 @@ class LifecycleCallback(pl.Callback):
                 reduce_op="sum",
             )
             total, count = float(summed[0]), int(summed[1])
-        ctx = self.context
         if validation:
             ctx.validation_loss_total, ctx.validation_batch_count = total, count
-            if metrics is not None:
-                ctx.validation_metrics = metrics
+            ctx.validation_metrics = metrics or {}
         else:
             ctx.training_loss_total, ctx.training_batch_count = total, count
-            if metrics is not None:
-                ctx.training_metrics = metrics
+            ctx.training_metrics = metrics or {}
 
     def _should_fire(self, stage: Stage) -> bool:
         """Whether ``stage`` fires this time (the table's side conditions)."""

@@ -2,13 +2,40 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict
+from typing import TYPE_CHECKING, Any, Dict, Union
 
 if TYPE_CHECKING:
     from bz_lightning.module import SplitStats
 
 __all__ = ["PluginContext", "epoch_values", "mean", "split_stats"]
+
+
+class _ReadOnDemand:
+    """A ``float`` field that may be given a function producing it instead of the value.
+
+    The bridge sets the running loss totals at batch stages this way: reading one from a
+    device means waiting for the device, and most plugins that run at every batch never
+    look at it. The function runs the first time the field is read; its value is kept.
+    """
+
+    def __init__(self, default: float) -> None:
+        self.default = default
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> float:
+        if obj is None:
+            return self.default  # the dataclass field's default
+        value = obj.__dict__[self.slot]
+        if callable(value):
+            value = obj.__dict__[self.slot] = float(value())
+        return value  # type: ignore[no-any-return]
+
+    def __set__(self, obj: Any, value: Union[float, Callable[[], float]]) -> None:
+        obj.__dict__[self.slot] = value
 
 
 @dataclass
@@ -29,8 +56,9 @@ class PluginContext:
     """
 
     epoch: int = 0
-    training_loss_total: float = 0.0
-    validation_loss_total: float = 0.0
+    # Set to a function at batch stages, read from the device only when a plugin reads it.
+    training_loss_total: float = _ReadOnDemand(0.0)  # type: ignore[assignment]
+    validation_loss_total: float = _ReadOnDemand(0.0)  # type: ignore[assignment]
     training_batch_count: int = 0
     validation_batch_count: int = 0
     training_metrics: Dict[str, float] = field(default_factory=dict)

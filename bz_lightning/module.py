@@ -14,6 +14,7 @@ import copy
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Union
 
 import lightning.pytorch as pl
@@ -21,13 +22,14 @@ import torch
 from torch import Tensor, nn
 
 from bz_lightning._batch_guard import BatchErrorPolicy, FailedBatch, NonFinitePolicy, SkipBudget
+from bz_lightning._nonfinite import NonFiniteGuard
 from bz_lightning.context import mean
 from bz_lightning.errors import BzConfigError, NonFiniteLossError
 
 if TYPE_CHECKING:
     from bz_lightning.metrics.base import Metric
 
-__all__ = ["BzModule", "SplitStats", "OptimizerLike", "SchedulerLike"]
+__all__ = ["BzModule", "SplitStats", "SplitReading", "OptimizerLike", "SchedulerLike"]
 
 OptimizerLike = Union[torch.optim.Optimizer, Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]]
 SchedulerLike = Union[
@@ -38,20 +40,44 @@ SchedulerLike = Union[
 ]
 
 
+@dataclass(frozen=True)
+class SplitReading:
+    """The host values of a ``SplitStats`` at one point of the epoch.
+
+    Attributes:
+        loss_total: the sum of the batch losses so far (0.0 before the first batch).
+        last_loss: the last batch's loss, or ``None`` before the first batch.
+        count: batches counted so far.
+        metrics: each metric's value by ``name`` (empty before the first batch), or ``None``
+            when read without metrics.
+    """
+
+    loss_total: float
+    last_loss: float | None
+    count: int
+    metrics: dict[str, float] | None
+
+    @property
+    def loss_mean(self) -> float:
+        return mean(self.loss_total, self.count)
+
+
 class SplitStats:
     """Running statistics of one split (train, val or test) within one epoch.
 
-    Validation and test losses are summed on the device, so their steps cost no host
-    synchronisation; a training step reads its loss anyway (it must be finite before the
-    backward pass), so training sums that float. Metric values are produced only when
-    somebody reads ``metric_values()``.
+    Losses are summed on the device and metrics count on the device, so a step reads
+    nothing on the host. ``read()`` brings the values to the host in one transfer (and
+    caches them until the next batch); the training split's ``guard`` (see
+    ``NonFiniteGuard``) is read in the same transfer, so no non-finite loss is ever handed
+    out as a value.
     """
 
-    def __init__(self, prefix: str, metrics: Sequence[Metric]) -> None:
+    def __init__(self, prefix: str, metrics: Sequence[Metric], guard: NonFiniteGuard | None = None) -> None:
         from bz_lightning.metrics._shared import MetricSet
 
         self.prefix = prefix
         self._metric_set = MetricSet(metrics)
+        self.guard = guard
         self.reset()
 
     @property
@@ -62,38 +88,74 @@ class SplitStats:
         self.loss_sum: Tensor | float | None = None
         self.last_loss: Tensor | float | None = None
         self.count = 0
-        self._metric_cache: dict[str, float] | None = None
+        self._reading: SplitReading | None = None
+        self._read_at: tuple[int, int] | None = None
         self._metric_set.reset()
 
     def update(self, loss: Tensor | float, preds: Tensor, targets: Tensor) -> None:
         """Count one batch. ``loss``: a detached tensor, summed on the device, or a float
-        when the caller has read it already (training does, to check it is finite)."""
+        when the caller has read it already."""
         self.last_loss = loss
         self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
         self.count += 1
-        self._metric_cache = None
         if self.metrics:
             self._metric_set.update(preds.detach(), targets)
 
+    def read(self, metrics: bool = True) -> SplitReading:
+        """The values so far, read on the host in one transfer (cached until the next batch).
+
+        ``metrics=False`` leaves the metrics uncomputed (``SplitReading.metrics`` is then
+        ``None``). Raises ``NonFiniteLossError`` if the guard finds a non-finite loss, and a
+        metric's ``ValueError`` if a target it counted was invalid.
+        """
+        from bz_lightning._host import read_host
+
+        # Keyed by the count and the sum's identity: a resumed run assigns both directly.
+        key = (self.count, id(self.loss_sum))
+        cached = self._reading
+        if cached is not None and self._read_at == key and (cached.metrics is not None or not metrics):
+            return cached
+        flag = self.guard.unread() if self.guard is not None else None
+        values: dict[str, Tensor | float] = {}
+        checks: list[tuple[Metric, Tensor]] = []
+        if metrics and self.count and self.metrics:
+            values, checks = self._metric_set.compute_on_device()
+        host = read_host([flag, self.loss_sum, self.last_loss, *values.values(), *(t for _, t in checks)])
+        if flag is not None:
+            self.guard.settle(host[0])  # type: ignore[union-attr]
+        for (metric, _), found in zip(checks, host[3 + len(values):]):
+            metric._check_read(found)  # type: ignore[attr-defined]
+        reading = SplitReading(
+            loss_total=0.0 if host[1] is None else float(host[1]),
+            last_loss=None if host[2] is None else float(host[2]),
+            count=self.count,
+            metrics=dict(zip(values, host[3:3 + len(values)])) if metrics else None,
+        )
+        self._reading, self._read_at = reading, key
+        return reading
+
     @property
     def loss_total(self) -> float:
-        """Sum of this epoch's batch losses, as a float (one host sync)."""
-        return 0.0 if self.loss_sum is None else float(self.loss_sum)
+        """Sum of this epoch's batch losses, as a float (one host read)."""
+        return self.read(metrics=False).loss_total
+
+    def read_loss_total(self) -> float:
+        """``loss_total`` as a method: what the bridge hands the context to read on demand."""
+        return self.read(metrics=False).loss_total
 
     @property
     def loss_mean(self) -> float:
-        return mean(self.loss_total, self.count)
+        return self.read(metrics=False).loss_mean
 
     def metric_values(self) -> dict[str, float]:
         """Each metric's value over the batches seen so far, keyed by its ``name``."""
-        if self._metric_cache is None:
-            self._metric_cache = self._metric_set.compute() if self.count else {}
-        return self._metric_cache
+        return self.read().metrics or {}
 
     def logged_values(self) -> dict[str, float]:
         """``<prefix>_loss`` and ``<prefix>_<metric>``: the names logged to Lightning."""
-        values = {f"{self.prefix}_loss": self.loss_mean}
-        values.update({f"{self.prefix}_{name}": v for name, v in self.metric_values().items()})
+        reading = self.read()
+        values = {f"{self.prefix}_loss": reading.loss_mean}
+        values.update({f"{self.prefix}_{name}": v for name, v in (reading.metrics or {}).items()})
         return values
 
 
@@ -114,9 +176,16 @@ class BzModule(pl.LightningModule):
         on_batch_error: ``"skip"`` a training batch whose loading, forward pass or loss
             raises (no optimizer step; logged with its traceback and counted), or
             ``"raise"``.
-        on_nonfinite_loss: ``"raise"`` ``NonFiniteLossError`` on a NaN/Inf training loss
-            (before its backward pass, so the weights stay finite), or ``"skip"`` the batch
-            under the same budget as failed batches.
+        on_nonfinite_loss: ``"raise"``: ``NonFiniteLossError`` (epoch, batch, last finite
+            loss) for a NaN/Inf training loss. No step reads its loss on the host for this:
+            a flag on the device is read every ``log_every_n_steps`` steps with a logger, when
+            the console or TensorBoard read values, at the end of the training loop, before
+            any checkpoint is written and at least every 1,000 steps; from the bad batch
+            until then every gradient is zeroed on the device, so the weights stay finite
+            and no checkpoint holds NaN (an optimizer with momentum still moves them a
+            little). ``"skip"``: skip such a batch, under the same budget as failed
+            batches; deciding that before its backward pass costs one host read per step
+            (so does DDP, where the processes agree on every skip).
         max_skipped_batches: the budget: an int per run, or a float in (0, 1) as a fraction
             of one epoch's batches. One more skip raises ``BzError`` naming the first cause.
 
@@ -149,13 +218,23 @@ class BzModule(pl.LightningModule):
         self.on_batch_error = on_batch_error
         self.on_nonfinite_loss = on_nonfinite_loss
         self.skip_budget = SkipBudget(max_skipped_batches)
-        # The last finite training loss of earlier epochs (this epoch's is stats["train"].last_loss).
+        # Non-finite training losses, watched on the device (see training_step).
+        self._guard = NonFiniteGuard()
+        # The last finite training loss of earlier epochs, where each step reads its loss
+        # (this epoch's is stats["train"].last_loss).
         self._last_finite_loss: Tensor | float | None = None
-        # (world size, train_loss_step interval or 0): read from the trainer in on_train_start
-        # rather than at every step; None (live reads) until then.
-        self._step_settings: tuple[int, int] | None = None
+        # (world size, train_loss_step interval or 0, whether each step reads its loss):
+        # read from the trainer in on_train_start rather than at every step; None (live
+        # reads) until then.
+        self._step_settings: tuple[int, int, bool] | None = None
         # Set by a training step that every DDP process skips; see optimizer_step.
         self._skip_update = False
+        # Per epoch: its index, its number of batches, whether its values were logged.
+        self._epoch = 0
+        self._epoch_batches: int | float = 0
+        self._train_logged = False
+        # The parameters whose gradients on_before_optimizer_step may zero (from on_train_start).
+        self._trainable: list[nn.Parameter] = []
         if not isinstance(model, nn.Module):
             raise BzConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -165,7 +244,8 @@ class BzModule(pl.LightningModule):
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.stats = {
-            split: SplitStats(split, [copy.deepcopy(m) for m in metrics]) for split in ("train", "val", "test")
+            split: SplitStats(split, [copy.deepcopy(m) for m in metrics], self._guard if split == "train" else None)
+            for split in ("train", "val", "test")
         }
         if hyperparameters:
             self.save_hyperparameters(dict(hyperparameters))
@@ -226,14 +306,22 @@ class BzModule(pl.LightningModule):
                 error = err
         if error is not None and self.on_batch_error == "raise":
             raise error
-        # The one host synchronisation of a step: the verdict must be known before backward.
-        # The value read for it is what the epoch's loss sums, so that costs nothing more.
-        value = loss.item() if loss is not None else math.nan
-        if loss is not None and not math.isfinite(value):
-            error = NonFiniteLossError(self.current_epoch, batch_idx, value, self._last_finite_value())
-            if self.on_nonfinite_loss == "raise":
-                raise error
-        world_size, log_every = self._step_settings or self._read_step_settings()
+        world_size, log_every, each_step = self._step_settings or self._read_step_settings()
+        value: Tensor | float | None = None
+        if loss is not None:
+            value = loss.detach()
+            if each_step:
+                # on_nonfinite_loss="skip" decides before backward, and DDP processes agree
+                # on every skip: one host read per step. The float is what the epoch sums.
+                value = value.item()
+                if not math.isfinite(value):
+                    error = NonFiniteLossError(self.current_epoch, batch_idx, value, self._last_finite_value())
+                    if self.on_nonfinite_loss == "raise":
+                        raise error
+            else:
+                # No host read: the guard is read where values are read anyway, and until
+                # then on_before_optimizer_step keeps a non-finite loss away from the weights.
+                self._guard.observe(value, self._epoch, batch_idx)
         skip = error is not None
         if world_size > 1:  # every process skips together (one all-reduce)
             skip = self.trainer.strategy.reduce_boolean_decision(skip, all=False)
@@ -247,12 +335,29 @@ class BzModule(pl.LightningModule):
             # the update itself.
             self._skip_update = True
             return sum((p.sum() for p in self.model.parameters() if p.requires_grad), torch.zeros((), device=self.device)) * 0.0
-        assert loss is not None
+        assert loss is not None and value is not None
         self.stats["train"].update(value, preds, targets)
         if log_every and (self._trainer.global_step + 1) % log_every == 0:  # type: ignore[union-attr]
+            # Lightning reads the logged value at this step anyway: check the losses first.
+            self._guard.check()
             # One self.log per log interval instead of per step: it costs ~1,900 Python calls.
             self.log("train_loss_step", loss.detach(), on_step=True, on_epoch=False)
+        elif self._guard.due:
+            self._guard.check()
         return loss
+
+    def on_before_optimizer_step(self, optimizer: Any) -> None:
+        # From the first non-finite loss on (known on the device, not yet read), every
+        # gradient is zeroed before the optimizer sees it: NaN never reaches the weights or
+        # the optimizer's state. (Momentum may still move the weights until the loss is read
+        # and NonFiniteLossError stops the run.) Gradient clipping comes after this hook.
+        bad = self._guard.mask()
+        if bad is None:
+            return
+        for param in self._trainable:
+            grad = param.grad
+            if grad is not None:
+                grad.masked_fill_(bad, 0.0)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         world_size = (self._step_settings or self._read_step_settings())[0]
@@ -271,13 +376,16 @@ class BzModule(pl.LightningModule):
         except _SkipUpdate:
             self._skip_update = False
 
-    def _read_step_settings(self) -> tuple[int, int]:
-        """(world size, interval of ``train_loss_step`` or 0 when nothing would record it)."""
+    def _read_step_settings(self) -> tuple[int, int, bool]:
+        """(world size, interval of ``train_loss_step`` or 0 when nothing would record it,
+        whether each step reads its loss on the host: under ``on_nonfinite_loss="skip"``
+        and DDP)."""
         trainer = self._trainer
+        each_step = self.on_nonfinite_loss == "skip"
         if trainer is None:
-            return 1, 0
+            return 1, 0, each_step
         every = getattr(trainer, "log_every_n_steps", 0)  # set by Lightning's logger connector
-        return trainer.world_size, every if every and trainer.loggers else 0
+        return trainer.world_size, every if every and trainer.loggers else 0, each_step or trainer.world_size > 1
 
     def _last_finite_value(self) -> float | None:
         # Only finite losses reach stats["train"]; before this epoch's first, the last of earlier epochs.
@@ -300,6 +408,7 @@ class BzModule(pl.LightningModule):
         num_batches = self.trainer.num_training_batches
         self.skip_budget.resolve(num_batches)
         self._step_settings = self._read_step_settings()
+        self._trainable = [p for p in self.parameters() if p.requires_grad]
 
     def on_train_end(self) -> None:
         self._step_settings = None
@@ -320,6 +429,22 @@ class BzModule(pl.LightningModule):
         if train.last_loss is not None:
             self._last_finite_loss = train.last_loss
         train.reset()
+        self._epoch = self.current_epoch
+        self._epoch_batches = self.trainer.num_training_batches
+        self._train_logged = False
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # The training loop's values are final after its last batch. Logged now rather than in
+        # on_train_epoch_end, which Lightning calls after the callbacks' on_train_epoch_end,
+        # every callback (and bz's end_epoch stage) finds them in trainer.callback_metrics.
+        progress = self._trainer.fit_loop.epoch_loop.batch_progress  # type: ignore[union-attr]
+        if progress.is_last_batch or progress.current.ready == self._epoch_batches:
+            self._log_train()
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Whoever writes a checkpoint (bz, ModelCheckpoint, SIGTERM): never one after a
+        # non-finite loss.
+        self._guard.check()
 
     def on_validation_epoch_start(self) -> None:
         self.stats["val"].reset()
@@ -328,9 +453,16 @@ class BzModule(pl.LightningModule):
         self.stats["test"].reset()
 
     def on_train_epoch_end(self) -> None:
-        self._log_split("train")
+        self._log_train()  # when the loop ended early (max_steps), or its last batch was not seen
+
+    def _log_train(self) -> None:
+        if self._train_logged:
+            return
+        self._train_logged = True
+        self._log_split("train")  # reads the values and the non-finite flag in one transfer
+        self._guard.check()  # a no-op unless no batch was counted (all skipped)
         if self.skip_budget.skipped:
-            self.log("skipped_batches", float(self.skipped_batches))
+            self.log("skipped_batches", float(self.skipped_batches), on_step=False, on_epoch=True, batch_size=1)
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
@@ -347,9 +479,10 @@ class BzModule(pl.LightningModule):
         # is a local mean, so it is averaged by Lightning.
         values = stats.logged_values()
         loss_key = f"{split}_loss"
-        self.log(loss_key, values.pop(loss_key), sync_dist=True)
+        # As epoch values (also from on_train_batch_end), one value each: batch_size=1.
+        self.log(loss_key, values.pop(loss_key), sync_dist=True, on_step=False, on_epoch=True, batch_size=1)
         if values:
-            self.log_dict(values)
+            self.log_dict(values, on_step=False, on_epoch=True, batch_size=1)
 
     # ----------------------------------------------------------------------- optimization
     def configure_optimizers(self) -> Any:

@@ -106,10 +106,15 @@ class TrainerView:
 
 
 def _batch_logs(ctx: PluginContext) -> dict[str, Any]:
+    # A callback with on_batch_end is given the batch's loss and the running metrics: one
+    # host read per batch (the only per-batch read a callback costs).
     stats = split_stats(ctx.extra.get("lightning_module"), "train")
-    if stats is None or stats.last_loss is None:
+    if stats is None:
         return {}  # not a BzModule: Lightning gives the bridge no loss to report
-    return {"loss": float(stats.last_loss), **stats.metric_values()}
+    reading = stats.read()
+    if reading.last_loss is None:
+        return {}
+    return {"loss": reading.last_loss, **(reading.metrics or {})}
 
 
 def _epoch_logs(ctx: PluginContext) -> dict[str, Any]:
