@@ -62,6 +62,14 @@ class PluginErrors(str, Enum):
     raise_ = "raise"
 
 
+class MatmulPrecision(str, Enum):
+    """``trainer.float32_matmul_precision``: ``torch.set_float32_matmul_precision``'s values."""
+
+    highest = "highest"
+    high = "high"
+    medium = "medium"
+
+
 @dataclass
 class MLPConfig:
     _target_: str = "bz_lightning.models.MLP"
@@ -137,6 +145,7 @@ class DigitsConfig:
     num_workers: int = 0
     input_shape: List[int] = field(default_factory=lambda: [1, 8, 8])
     num_classes: int = 10
+    pin_memory: Optional[bool] = None
 
 
 @dataclass
@@ -151,6 +160,7 @@ class MNISTConfig:
     )
     input_shape: List[int] = field(default_factory=lambda: [1, 28, 28])
     num_classes: int = 10
+    pin_memory: Optional[bool] = None
 
 
 # ------------------------------------------------------------------------------ loss
@@ -164,6 +174,8 @@ class LossConfig:
 @dataclass
 class ConsoleOutOptions:
     update_interval: int = 10
+    # None: 0.5 s with bars, 10 s for plain lines (see ConsoleProgressBar).
+    refresh_seconds: Optional[float] = None
 
 
 @dataclass
@@ -199,6 +211,9 @@ class TrainerConfig:
     overfit_batches: Any = 0.0
     log_every_n_steps: int = 50
     plugin_errors: PluginErrors = PluginErrors.log
+    # bz-train calls torch.set_float32_matmul_precision with it before training; None: leave
+    # torch's setting ("highest" unless changed). trainer=gpu sets "high" (TF32 matmuls).
+    float32_matmul_precision: Optional[MatmulPrecision] = None
     strategy: Optional[str] = None
     devices: Any = None
     num_nodes: Optional[int] = None
