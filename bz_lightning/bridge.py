@@ -371,6 +371,11 @@ class LifecycleCallback(pl.Callback):
         self._on_hook("on_validation_end", trainer, pl_module)
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        if trainer.world_size > 1 and not trainer.sanity_checking:
+            # Lightning computes the epoch's logged values when first asked, sync_dist ones
+            # with a collective: every process asks here, before plugins that run on rank 0
+            # only (the console) read them.
+            _ = trainer.callback_metrics
         self._on_hook("on_train_epoch_end", trainer, pl_module)
         self._written_checkpoint = None
         # A stop requested at any stage of this epoch takes effect now: Lightning checks

@@ -248,8 +248,11 @@ class ConsoleProgressBar(ProgressBar):
             self.end_loop()
 
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
+        # Asked on every process (the bar is disabled on all but rank 0): Lightning computes
+        # sync_dist values with a collective when first asked.
+        metrics = trainer.callback_metrics
         if self._enabled:
-            self.end_epoch(epoch_metrics(trainer.callback_metrics, self._before_epoch))
+            self.end_epoch(epoch_metrics(metrics, self._before_epoch))
 
     def on_train_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._enabled:
