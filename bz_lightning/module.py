@@ -178,14 +178,15 @@ class BzModule(pl.LightningModule):
             ``"raise"``.
         on_nonfinite_loss: ``"raise"``: ``NonFiniteLossError`` (epoch, batch, last finite
             loss) for a NaN/Inf training loss. No step reads its loss on the host for this:
-            a flag on the device is read every ``log_every_n_steps`` steps with a logger, when
-            the console or TensorBoard read values, at the end of the training loop, before
-            any checkpoint is written and at least every 1,000 steps; from the bad batch
-            until then every gradient is zeroed on the device, so the weights stay finite
-            and no checkpoint holds NaN (an optimizer with momentum still moves them a
-            little). ``"skip"``: skip such a batch, under the same budget as failed
-            batches; deciding that before its backward pass costs one host read per step
-            (so does DDP, where the processes agree on every skip).
+            the losses are read where values are read anyway (every ``log_every_n_steps``
+            steps with a logger, a console refresh, a TensorBoard batch scalar, the end of
+            the training loop), before any checkpoint is written and at least every 1,000
+            steps. Each read that finds them finite keeps a copy of the weights (in host
+            memory); the read that finds a non-finite loss puts that copy back (the
+            optimizer's state is not) and raises, so the weights stay finite and no
+            checkpoint holds NaN. ``"skip"``: skip such a batch, under the same budget as
+            failed batches; deciding that before its backward pass costs one host read per
+            step (so does DDP, where the processes agree on every skip).
         max_skipped_batches: the budget: an int per run, or a float in (0, 1) as a fraction
             of one epoch's batches. One more skip raises ``BzError`` naming the first cause.
 
@@ -233,8 +234,6 @@ class BzModule(pl.LightningModule):
         self._epoch = 0
         self._epoch_batches: int | float = 0
         self._train_logged = False
-        # The parameters whose gradients on_before_optimizer_step may zero (from on_train_start).
-        self._trainable: list[nn.Parameter] = []
         if not isinstance(model, nn.Module):
             raise BzConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -319,8 +318,8 @@ class BzModule(pl.LightningModule):
                     if self.on_nonfinite_loss == "raise":
                         raise error
             else:
-                # No host read: the guard is read where values are read anyway, and until
-                # then on_before_optimizer_step keeps a non-finite loss away from the weights.
+                # No host read: the guard reads the losses where values are read anyway
+                # (and puts back finite weights if one was not finite).
                 self._guard.observe(value, self._epoch, batch_idx)
         skip = error is not None
         if world_size > 1:  # every process skips together (one all-reduce)
@@ -345,19 +344,6 @@ class BzModule(pl.LightningModule):
         elif self._guard.due:
             self._guard.check()
         return loss
-
-    def on_before_optimizer_step(self, optimizer: Any) -> None:
-        # From the first non-finite loss on (known on the device, not yet read), every
-        # gradient is zeroed before the optimizer sees it: NaN never reaches the weights or
-        # the optimizer's state. (Momentum may still move the weights until the loss is read
-        # and NonFiniteLossError stops the run.) Gradient clipping comes after this hook.
-        bad = self._guard.mask()
-        if bad is None:
-            return
-        for param in self._trainable:
-            grad = param.grad
-            if grad is not None:
-                grad.masked_fill_(bad, 0.0)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         world_size = (self._step_settings or self._read_step_settings())[0]
@@ -408,7 +394,8 @@ class BzModule(pl.LightningModule):
         num_batches = self.trainer.num_training_batches
         self.skip_budget.resolve(num_batches)
         self._step_settings = self._read_step_settings()
-        self._trainable = [p for p in self.parameters() if p.requires_grad]
+        if not self._step_settings[2]:  # the guard, not a read per step, finds non-finite losses
+            self._guard.watch([*self.parameters(), *self.buffers()], lambda: self.trainer.global_step)
 
     def on_train_end(self) -> None:
         self._step_settings = None

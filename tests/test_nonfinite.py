@@ -1,10 +1,9 @@
 """Non-finite training losses found without a host read per step (issue 18).
 
-``on_nonfinite_loss="raise"`` watches the loss on the device and reads the flag only where
-values are read anyway; these tests pin where that is (the window), that the error still
-names the exact batch and the last finite loss, that the weights and the optimizer's state
-stay finite (gradients are zeroed on the device from the bad batch on), and that no
-checkpoint is written after a non-finite loss, whoever writes it.
+``on_nonfinite_loss="raise"`` reads the losses only where values are read anyway; these tests
+pin where that is (the window), that the error still names the exact batch and the last
+finite loss, that the weights are put back to those of the last read that found the losses
+finite, and that no checkpoint is written after a non-finite loss, whoever writes it.
 """
 
 from __future__ import annotations
@@ -55,43 +54,50 @@ def loader(batches: int) -> DataLoader:
     return DataLoader(make_dataset(8 * batches), batch_size=8)
 
 
-def test_raise_names_the_batch_and_keeps_the_weights_of_the_last_finite_step() -> None:
+def sgd_reference(steps: int) -> nn.Module:
+    """The model after ``steps`` SGD steps of a hand-written loop over ``loader``'s batches."""
+    reference = make_model()
+    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
+    for i, (x, y) in enumerate(loader(40)):
+        if i == steps:
+            break
+        optimizer.zero_grad()
+        nn.functional.cross_entropy(reference(x), y).backward()
+        optimizer.step()
+    return reference
+
+
+def assert_same_weights(model: nn.Module, reference: nn.Module) -> None:
+    for got, want in zip(model.parameters(), reference.parameters()):
+        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+
+
+def test_raise_names_the_batch_and_puts_back_the_weights_of_the_last_read(caplog) -> None:
     model, seen, loss_fn = make_model(), SeenBatches(), NanAt(k=5)
     trainer = Trainer()
     trainer.add_plugin(seen)
-    with pytest.raises(NonFiniteLossError) as info:
+    with caplog.at_level(logging.WARNING, logger="bz_lightning"), pytest.raises(NonFiniteLossError) as info:
         trainer.train(model, torch.optim.SGD(model.parameters(), lr=0.1), loss_fn, loader(40), device="cpu",
                       compile=False)
     err = info.value
     assert (err.epoch, err.batch) == (0, 5) and math.isnan(err.value)
     assert err.last_finite_loss == pytest.approx(loss_fn.finite[4], rel=1e-6)  # the loss of batch 4
     assert "loss is nan at epoch 0, batch 5 (last finite loss: " in str(err)
-    # Nothing read the flag before the loop's end (the module's last-batch hook, which
-    # Lightning calls after the callbacks'): training went on, without updates.
+    # Nothing read the losses before the loop's end (the module's last-batch hook, which
+    # Lightning calls after the callbacks'): training went on until then ...
     assert seen.seen == list(range(40))
-    # Plain SGD with zeroed gradients does not move: the weights are those after batch 4,
-    # as a hand-written loop over the first five batches makes them.
-    reference = make_model()
-    optimizer = torch.optim.SGD(reference.parameters(), lr=0.1)
-    for i, (x, y) in enumerate(loader(40)):
-        if i == 5:
-            break
-        optimizer.zero_grad()
-        nn.functional.cross_entropy(reference(x), y).backward()
-        optimizer.step()
-    for got, want in zip(model.parameters(), reference.parameters()):
-        torch.testing.assert_close(got, want, rtol=0, atol=1e-6)
+    # ... and the weights are put back to the last read's: training start, here.
+    assert_same_weights(model, make_model())
+    assert any("put back to those of optimizer step 0" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("bad", [float("nan"), float("inf")])
-def test_adam_weights_and_state_stay_finite(bad: float) -> None:
+def test_adam_weights_stay_finite(bad: float) -> None:
     model = make_model()
     optimizer = torch.optim.Adam(model.parameters(), lr=0.01)
     with pytest.raises(NonFiniteLossError, match=f"loss is {bad} at epoch 0, batch 3"):
         Trainer().train(model, optimizer, NanAt(k=3, bad=bad), loader(12), device="cpu", compile=False)
     assert all(torch.isfinite(p).all() for p in model.parameters())
-    for state in optimizer.state.values():
-        assert all(torch.isfinite(v).all() for v in state.values() if isinstance(v, torch.Tensor))
 
 
 def test_raise_comes_at_the_next_logged_step_with_a_logger(tmp_path) -> None:
@@ -123,6 +129,8 @@ def test_a_plugin_reading_values_raises_the_run_error_not_a_plugin_failure(caplo
                       compile=False)
     assert not [r for r in caplog.records if "failed in stage" in r.getMessage()]
     assert seen.seen == list(range(5))  # the console's refresh at batch 5 found it
+    # Its refresh at batch 4 found the losses finite: the weights after batches 0..4 are back.
+    assert_same_weights(model, sgd_reference(5))
     lines = out.getvalue().splitlines()
     assert [line.split("  ")[1] for line in lines if "  train " in line] == [f"train {b}/40" for b in range(1, 6)]
     assert "nan" not in out.getvalue().replace("NonFiniteLossError: loss is nan", "")
@@ -142,20 +150,26 @@ def test_no_checkpoint_is_written_after_a_non_finite_loss(tmp_path) -> None:
     for path in tmp_path.iterdir():
         state = torch.load(path, weights_only=True)
         assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
+    assert all(torch.isfinite(p).all() for p in model.parameters())
 
 
 def test_guard_reports_the_first_bad_loss_and_the_last_finite_one_across_reads() -> None:
     guard = NonFiniteGuard(check_every=3)
+    weights = torch.zeros(2)
+    guard.watch([weights], step=lambda: 7)
     for batch, loss in enumerate([0.5, 0.25, 0.125]):
         guard.observe(torch.tensor(loss), 0, batch)
     assert guard.due
-    guard.check()  # all finite
-    assert not guard.due and guard.unread() is None
+    weights += 1.0
+    guard.check()  # all finite: the weights as they are now are kept
+    assert not guard.due and guard.unread() is None and guard.copied_at == 7
+    weights += float("nan")
     guard.observe(torch.tensor(float("-inf")), 1, 0)
     guard.observe(torch.tensor(float("nan")), 1, 1)
-    assert bool(guard.mask())
     with pytest.raises(NonFiniteLossError) as info:
         guard.check()
     assert (info.value.epoch, info.value.batch, info.value.value) == (1, 0, float("-inf"))
     assert info.value.last_finite_loss == 0.125  # from the previous read
-    guard.check()  # reported once: reading again finds nothing new
+    assert torch.equal(weights, torch.ones(2))  # put back
+    guard.observe(torch.tensor(float("nan")), 1, 2)
+    guard.check()  # reported once: reading again raises nothing more
