@@ -249,7 +249,8 @@ class LifecycleCallback(pl.Callback):
         elif stage is Stage.END_TRAINING_SESSION:
             self._copy_run_state(module)
         elif self._listeners[stage]:
-            # Batch stages: the running totals become floats only when somebody listens.
+            # Batch stages: only when somebody listens, and the totals are read from the
+            # device only if a plugin reads them (see _copy_stats).
             if stage is Stage.END_TRAINING_BATCH:
                 self._copy_stats(trainer, split_stats(module, "train"), validation=False, loop_end=False)
             elif stage is Stage.END_VALIDATION_BATCH:

@@ -44,7 +44,9 @@ class PluginContext:
 
     Loss totals and batch counts cover the current epoch: they are reset at
     ``start_epoch`` (training) and ``start_validation_loop`` (validation), so the mean
-    training loss of an epoch is ``training_loss_total / training_batch_count``.
+    training loss of an epoch is ``training_loss_total / training_batch_count``. At batch
+    stages the loss totals are read from the device only when a plugin reads them (on an
+    accelerator each such read waits for the device).
     Metrics are filled at ``end_training_loop`` and ``end_validation_loop`` under each
     metric's ``name``. A plugin asks for the run to stop by setting
     ``should_stop_training``; the epoch in progress finishes and no later epoch starts.

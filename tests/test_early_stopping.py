@@ -314,3 +314,32 @@ def test_epochs_without_validation_are_not_judged(train_loader, val_loader):
     trainer, epochs = fit_plain(module, stopper, train_loader, val_loader, check_val_every_n_epoch=2)
     assert stopper.history == pytest.approx([1.0, 2.0, 3.0])
     assert stopper.stopped_epoch == 5 and epochs.started == [0, 1, 2, 3, 4, 5]
+
+
+class LossLogger(ScriptedModule):
+    """Logs its own validation loss, as a user's module would; records it per epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.val_losses: dict[int, list[float]] = {}
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.cross_entropy(self.net(x), y)
+        self.val_losses.setdefault(self.current_epoch, []).append(float(loss))
+        self.log("val_loss", loss)
+
+
+def test_a_users_own_logged_loss_is_monitored(train_loader, val_loader):
+    # val_loader has batches of 8, 8 and 4: Lightning's epoch value is the batch-size-weighted mean.
+    module = LossLogger()
+    stopper = EarlyStoppingPlugin(EarlyStoppingConfig(monitor="validation_loss", mode="max", patience=2,
+                                                      min_delta=0.0, verbose=False))
+    trainer, epochs = fit_plain(module, stopper, train_loader, val_loader)
+    sizes = [8, 8, 4]
+    expected = [sum(v * n for v, n in zip(module.val_losses[e], sizes)) / 20 for e in sorted(module.val_losses)]
+    assert stopper.history == pytest.approx(expected, rel=1e-5)
+    assert expected[1] < expected[0] and expected[2] < expected[0]  # falling: epoch 0 is the best "max"
+    assert stopper.best_epoch == 0 and stopper.stopped_epoch == 2 and epochs.started == [0, 1, 2]
+    final = module.state_dict()
+    assert all(torch.equal(final[k], epochs.weights[0][k]) for k in final)
