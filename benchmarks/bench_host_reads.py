@@ -60,7 +60,16 @@ from typing import Any
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
-from bench_steps import MINIMAL, default_metrics, default_plugins, make_batches, make_model, make_optimizer, quiet  # noqa: E402
+from bench_steps import (  # noqa: E402
+    MINIMAL,
+    _plain_module,
+    default_metrics,
+    default_plugins,
+    make_batches,
+    make_model,
+    make_optimizer,
+    quiet,
+)
 from torch import nn  # noqa: E402
 
 #: ``torch.Tensor`` methods that hand a tensor's value to the host.
@@ -187,48 +196,6 @@ class TickingBatches:
 
 
 # ------------------------------------------------------------------------------ variants
-def _plain_module(usual: bool) -> Any:
-    import lightning.pytorch as pl
-
-    class Plain(pl.LightningModule):
-        def __init__(self) -> None:
-            super().__init__()
-            self.model, self.loss_fn = make_model(), nn.CrossEntropyLoss()
-            if usual:
-                import torchmetrics
-
-                self.train_acc = torchmetrics.classification.MulticlassAccuracy(10, average="micro")
-                self.train_f1 = torchmetrics.classification.MulticlassF1Score(10, average="macro")
-                self.val_acc = torchmetrics.classification.MulticlassAccuracy(10, average="micro")
-
-        def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
-            x, y = batch
-            preds = self.model(x)
-            loss = self.loss_fn(preds, y)
-            if usual:
-                self.train_acc(preds, y)
-                self.train_f1(preds, y)
-                self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
-                self.log("train_acc", self.train_acc, on_step=True, on_epoch=True, prog_bar=True)
-                self.log("train_f1", self.train_f1, on_step=True, on_epoch=True)
-            else:
-                self.log("train_loss", loss, on_step=False, on_epoch=True)
-            return loss
-
-        def validation_step(self, batch: Any, batch_idx: int) -> None:
-            x, y = batch
-            preds = self.model(x)
-            self.log("val_loss", self.loss_fn(preds, y), prog_bar=usual)
-            if usual:
-                self.val_acc(preds, y)
-                self.log("val_acc", self.val_acc, prog_bar=True)
-
-        def configure_optimizers(self) -> torch.optim.Optimizer:
-            return make_optimizer(self.parameters())
-
-    return Plain()
-
-
 def run_hand(train: TickingBatches, val: TickingBatches, log_dir: str) -> None:
     model, loss_fn = make_model(), nn.CrossEntropyLoss()
     optimizer = make_optimizer(model.parameters())
@@ -250,7 +217,7 @@ def run_lightning(train: TickingBatches, val: TickingBatches, log_dir: str, *, u
         options.update(logger=TensorBoardLogger(log_dir, name="usual"), enable_progress_bar=True,
                        callbacks=[TQDMProgressBar()])
     with open(os.devnull, "w") as null, contextlib.redirect_stderr(null), contextlib.redirect_stdout(null):
-        pl.Trainer(**options).fit(_plain_module(usual), train, val)
+        pl.Trainer(**options).fit(_plain_module(usual, epoch_log=True), train, val)
 
 
 def run_bz(train: TickingBatches, val: TickingBatches, log_dir: str, *, plugins: bool, extra: tuple[Any, ...] = ()

@@ -82,8 +82,6 @@ class ConsoleOutPlugin(Plugin):
         interactive: bool | None = None,
     ) -> None:
         super().__init__()
-        if isinstance(update_interval, bool) or not isinstance(update_interval, int) or update_interval < 1:
-            raise BzConfigError(f"ConsoleOutPlugin: update_interval must be an integer >= 1, got {update_interval!r}")
         from bz_lightning.progress import ConsoleProgressBar
 
         self.training_data_len = int(training_data_len)
