@@ -50,6 +50,10 @@ class NonFiniteGuard:
 
     def __init__(self, check_every: int = 1000) -> None:
         self.check_every = check_every
+        self.reset()
+
+    def reset(self) -> None:
+        """Forget everything: a new run starts (``watch`` again to guard weights)."""
         # (epoch, batch, loss) of each step since the last read.
         self._unread: list[tuple[int, int, Tensor]] = []
         self._last_finite: Tensor | float | None = None

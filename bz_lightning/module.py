@@ -219,7 +219,7 @@ class BzModule(pl.LightningModule):
         self.on_batch_error = on_batch_error
         self.on_nonfinite_loss = on_nonfinite_loss
         self.skip_budget = SkipBudget(max_skipped_batches)
-        # Non-finite training losses, watched on the device (see training_step).
+        # Finds non-finite training losses without a host read per step (see training_step).
         self._guard = NonFiniteGuard()
         # The last finite training loss of earlier epochs, where each step reads its loss
         # (this epoch's is stats["train"].last_loss).
@@ -394,6 +394,7 @@ class BzModule(pl.LightningModule):
         num_batches = self.trainer.num_training_batches
         self.skip_budget.resolve(num_batches)
         self._step_settings = self._read_step_settings()
+        self._guard.reset()  # a new fit: nothing unread, nothing reported
         if not self._step_settings[2]:  # the guard, not a read per step, finds non-finite losses
             self._guard.watch([*self.parameters(), *self.buffers()], lambda: self.trainer.global_step)
 

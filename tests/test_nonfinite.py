@@ -28,14 +28,14 @@ class NanAt(nn.Module):
     """Cross-entropy that returns NaN (or ``bad``) on its ``k``-th call (counting from 0),
     and records every finite loss it returned."""
 
-    def __init__(self, k: int, bad: float = float("nan")) -> None:
+    def __init__(self, k: int | set[int], bad: float = float("nan")) -> None:
         super().__init__()
-        self.k, self.bad, self.calls, self.finite = k, bad, 0, []
+        self.k, self.bad, self.calls, self.finite = k if isinstance(k, set) else {k}, bad, 0, []
 
     def forward(self, preds, targets):
         loss = nn.functional.cross_entropy(preds, targets)
         call, self.calls = self.calls, self.calls + 1
-        if call == self.k:
+        if call in self.k:
             return loss * self.bad
         self.finite.append(float(loss))
         return loss
@@ -151,6 +151,19 @@ def test_no_checkpoint_is_written_after_a_non_finite_loss(tmp_path) -> None:
         state = torch.load(path, weights_only=True)
         assert all(torch.isfinite(v).all() for v in state["state_dict"].values())
     assert all(torch.isfinite(p).all() for p in model.parameters())
+
+
+def test_a_second_fit_of_the_same_module_is_checked_again() -> None:
+    module = BzModule(make_model(), NanAt(k={2, 10}), lambda p: torch.optim.SGD(p, lr=0.1))
+
+    def fit() -> None:
+        pl.Trainer(max_epochs=2, accelerator="cpu", logger=False, enable_checkpointing=False,
+                   enable_progress_bar=False, enable_model_summary=False).fit(module, loader(4))
+
+    with pytest.raises(NonFiniteLossError, match="epoch 0, batch 2"):
+        fit()  # calls 0-3
+    with pytest.raises(NonFiniteLossError, match="epoch 1, batch 2"):
+        fit()  # calls 4-7 (epoch 0), 8-10 (epoch 1)
 
 
 def test_guard_reports_the_first_bad_loss_and_the_last_finite_one_across_reads() -> None:
