@@ -160,6 +160,14 @@ _LOG_OR_RAISE = _one_of(("log", "raise"))
 _SKIP_OR_RAISE = _one_of(("skip", "raise"))
 
 
+class MatmulPrecision(str, Enum):
+    """``trainer.float32_matmul_precision``: ``torch.set_float32_matmul_precision``'s values."""
+
+    highest = "highest"
+    high = "high"
+    medium = "medium"
+
+
 @dataclass
 class MLPConfig:
     _target_: str = "bz_lightning.models.MLP"
@@ -235,6 +243,7 @@ class DigitsConfig:
     num_workers: int = _rule(0, _COUNT)
     input_shape: List[int] = _rule([1, 8, 8], _SIZES)
     num_classes: int = _rule(10, _AT_LEAST_1)
+    pin_memory: Optional[bool] = None
 
 
 @dataclass
@@ -249,6 +258,7 @@ class MNISTConfig:
     )
     input_shape: List[int] = _rule([1, 28, 28], _SIZES)
     num_classes: int = _rule(10, _AT_LEAST_1)
+    pin_memory: Optional[bool] = None
 
 
 # ------------------------------------------------------------------------------ loss
@@ -262,6 +272,8 @@ class LossConfig:
 @dataclass
 class ConsoleOutOptions:
     update_interval: int = _rule(10, _AT_LEAST_1)
+    # None: 0.5 s with bars, 10 s for plain lines (see ConsoleProgressBar).
+    refresh_seconds: Optional[float] = _rule(None, _optional(_AT_LEAST_0))
 
 
 @dataclass
@@ -298,6 +310,9 @@ class TrainerConfig:
     log_every_n_steps: int = _rule(50, _AT_LEAST_1)
     plugin_errors: str = _rule("log", _LOG_OR_RAISE)
     on_checkpoint_error: str = _rule("log", _LOG_OR_RAISE)
+    # bz-train calls torch.set_float32_matmul_precision with it before training; None: leave
+    # torch's setting ("highest" unless changed). trainer=gpu sets "high" (TF32 matmuls).
+    float32_matmul_precision: Optional[MatmulPrecision] = None
     strategy: Optional[str] = None
     devices: Any = None
     num_nodes: Optional[int] = _rule(None, _optional(_AT_LEAST_1))

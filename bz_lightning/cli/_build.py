@@ -20,7 +20,7 @@ log = logging.getLogger("bz_lightning.cli")
 CONFIG_KEY = "bz_config"
 
 # Trainer-group keys that bz's Trainer.train takes itself rather than passing to Lightning.
-_BZ_TRAINER_KEYS = {"device", "plugin_errors", "on_checkpoint_error"}
+_BZ_TRAINER_KEYS = {"device", "plugin_errors", "on_checkpoint_error", "float32_matmul_precision"}
 
 
 def instantiate(group: str, node: Mapping[str, Any], **kwargs: Any) -> Any:

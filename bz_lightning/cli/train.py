@@ -75,6 +75,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             print(OmegaConf.to_yaml(values), flush=True)
         atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(values))
     metrics = build_metrics(values["metrics"])
+    matmul_precision = values["trainer"].get("float32_matmul_precision")
+    if matmul_precision is not None:  # trainer=gpu: TF32 matmuls on Ampere and later
+        import torch
+
+        torch.set_float32_matmul_precision(matmul_precision)
 
     if values["seed"] is not None:
         pl.seed_everything(values["seed"], workers=True)
