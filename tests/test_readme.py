@@ -44,6 +44,7 @@ NOT_RUN = {
     "pip install 'bz-lightning[optuna]'": "installs packages; the test extra has it",
     "pip install 'bz-lightning[report]'": "installs packages; the test extra has it",
     "make test-slurm": "starts a SLURM cluster as root; CI runs it (.ci/run)",
+    "make bench-gpu": "needs a CUDA device (benchmarks/bench_gpu.py says so without one)",
     ".venv/bin/python tests/slurm/slurm_cluster.py run -- bash": "an interactive shell on a SLURM cluster",
     "make test-lowest": "a second venv and the whole suite; CI runs it (.ci/run)",
 }

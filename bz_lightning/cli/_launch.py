@@ -23,6 +23,21 @@ if TYPE_CHECKING:
 
 __all__ = ["add_project_path", "compose_run", "prepare_argv", "preflight", "exit_with", "is_ddp_child", "multirun_job", "PreparedRun", "OVERLAY_GROUPS", "DDP_JOB_ARGV_ENV"]
 
+
+def _register_resolvers() -> None:
+    """``${bz.pid:}``: the id of the process that first resolves it, which keeps the run and
+    sweep directories of two ``bz-train`` started in the same second apart. Cached in the
+    config (like Hydra's ``${now:}``), so the jobs of a sweep launched elsewhere (SLURM,
+    joblib) see the launching process's id, not their own. Registered on import: every path
+    that composes bz-train's config (the preflight, the Hydra app) imports this module."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("bz.pid"):
+        OmegaConf.register_new_resolver("bz.pid", lambda: str(os.getpid()), use_cache=True)
+
+
+_register_resolvers()
+
 # Groups that train.yaml lists as `group: null`: Hydra wants `experiment=x` for them, and
 # `+experiment=x` fails ("Multiple values for experiment"); both spellings are accepted.
 OVERLAY_GROUPS = ("experiment", "debug", "hparams_search")

@@ -32,18 +32,6 @@ __all__ = ["main", "train", "record_run", "CONF_DIR", "METRICS_FILE"]
 log = logging.getLogger("bz_lightning.cli")
 
 
-def _register_resolvers() -> None:
-    """``${bz.pid:}``: the id of the process that first resolves it, which keeps the run and
-    sweep directories of two ``bz-train`` started in the same second apart. Cached in the
-    config (like Hydra's ``${now:}``), so the jobs of a sweep launched elsewhere (SLURM,
-    joblib) see the launching process's id, not their own."""
-    if not OmegaConf.has_resolver("bz.pid"):
-        OmegaConf.register_new_resolver("bz.pid", lambda: str(os.getpid()), use_cache=True)
-
-
-_register_resolvers()
-
-
 @serving_bz_train_config
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train the run ``cfg`` describes; returns what is written to ``metrics.json``.
