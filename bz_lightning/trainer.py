@@ -141,6 +141,7 @@ class Trainer:
         runs_root: str | None = None,
         config: Mapping[str, Any] | None = None,
         on_checkpoint_error: CheckpointErrorPolicy = "log",
+        ckpt_path: str | None = None,
         **lightning_kwargs: Any,
     ) -> TrainingResult:
         """Train ``model`` and return the final context and metrics.
@@ -183,6 +184,10 @@ class Trainer:
                 path and the error, the file there stays the last good checkpoint, the
                 failure is counted in ``checkpoint_failures`` and the console summary, and
                 training goes on; ``"raise"``: the error stops the run.
+            ckpt_path: start from this checkpoint (weights, optimizer, epoch and loop state,
+                as Lightning's ``fit(ckpt_path=...)``), unless the run has a checkpoint of its
+                own to continue (a re-run of a preempted run goes on from its own). Read with
+                ``torch.load(weights_only=True)``: a checkpoint is data.
             **lightning_kwargs: passed to ``lightning.Trainer`` (``precision``,
                 ``gradient_clip_val``, ``accumulate_grad_batches``, ``deterministic``,
                 ``logger``, ``enable_progress_bar``, ...).
@@ -229,6 +234,12 @@ class Trainer:
             stored = checkpoints.finished_result(epochs)
             if stored is not None:
                 return _stored_result(stored, checkpoints)
+        start = None
+        if ckpt_path is not None and (checkpoints is None or checkpoints.ckpt_path is None):
+            from bz_lightning.checkpointing.io import read_lightning_checkpoint
+
+            start = (ckpt_path, read_lightning_checkpoint(ckpt_path, map_location="cpu"))
+            self.logger.info("starting from %s", ckpt_path)
 
         module = BzModule(
             model, loss_fn, optimizer, scheduler, metrics, compile=compile, hyperparameters=hyperparameters,
@@ -263,7 +274,17 @@ class Trainer:
             # The same list the writes append to, for the end-of-run summary.
             bridge.context.extra["checkpoint_failures"] = checkpoints.writes.failures
             options["plugins"] = [checkpoints.checkpoint_io(), *_as_list(lightning_kwargs.get("plugins"))]
+        if start is not None:
+            if checkpoints is None:
+                options["plugins"] = [_start_io(), *_as_list(lightning_kwargs.get("plugins"))]
+            options["plugins"][0].preload(*start)  # read once, as data; Lightning restores from it
         options["callbacks"] = [*first, bridge, *user_callbacks, *last]
+        # Lightning refuses a ModelCheckpoint or a progress bar among the callbacks when
+        # checkpointing or the bar is off (bz's defaults): the user's callback turns it on.
+        if any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in user_callbacks):
+            options["enable_checkpointing"] = True
+        if any(isinstance(c, pl.callbacks.ProgressBar) for c in user_callbacks):
+            options["enable_progress_bar"] = True
         lightning_trainer = pl.Trainer(**options)
 
         started = time.perf_counter()
@@ -276,8 +297,9 @@ class Trainer:
             # bz's loader wrapper resumes mid-epoch exactly (see checkpointing.rng).
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
             try:
+                own = checkpoints.ckpt_path if checkpoints else None
                 lightning_trainer.fit(module, training_loader, validation_loader,
-                                      ckpt_path=checkpoints.ckpt_path if checkpoints else None)
+                                      ckpt_path=own or (start[0] if start else None))
             except SIGTERMException:
                 # SIGTERM before bz's handler was installed: Lightning would exit with 0.
                 from bz_lightning.checkpointing import Preempted
@@ -300,10 +322,12 @@ class Trainer:
             # sometimes aborts the finished process ("terminate called without an active
             # exception", exit -6). A later fit in this process starts a new one.
             torch.distributed.destroy_process_group()
+        if start is not None:
+            result.resumed_from = start[0]
         if checkpoints is not None:
             result.signature = checkpoints.signature
             result.checkpoint_dir = str(checkpoints.directory)
-            result.resumed_from = checkpoints.ckpt_path
+            result.resumed_from = checkpoints.ckpt_path or result.resumed_from
             result.checkpoint_failures = checkpoints.writes.failures  # result.json's write joins it
             if lightning_trainer.is_global_zero:
                 checkpoints.store_result(_stored_fields(result, epochs))
@@ -360,6 +384,12 @@ def _result(bridge: LifecycleCallback, module: BzModule, trainer: pl.Trainer, du
         lightning_trainer=trainer,
         duration_s=duration,
     )
+
+
+def _start_io() -> Any:
+    from bz_lightning.checkpointing.io import AtomicCheckpointIO
+
+    return AtomicCheckpointIO()
 
 
 def _as_list(value: Any) -> list[Any]:

@@ -43,10 +43,19 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         BzConfigError: the config is invalid (before anything is built) or describes
             something that cannot be built.
     """
-    from bz_lightning.cli._build import CONFIG_KEY, build_metrics, build_plugins, instantiate, lightning_kwargs
+    from bz_lightning.cli._build import (
+        CONFIG_KEY,
+        build_lightning_objects,
+        build_metrics,
+        build_plugins,
+        instantiate,
+        lightning_kwargs,
+    )
     from bz_lightning.cli._validate import validate_config
 
     values = validate_config(cfg)
+    # validate_config has read ckpt_path as a checkpoint; the run is keyed by its content.
+    ckpt_sha256 = file_sha256(values.get("ckpt_path"))
     output_dir = Path(values["paths"]["output_dir"])
     output_dir.mkdir(parents=True, exist_ok=True)
     import lightning.pytorch as pl
@@ -75,6 +84,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     scheduler = instantiate("scheduler", values["scheduler"]) if values.get("scheduler") else None
     loss_fn = instantiate("loss", values["loss"])
 
+    loggers = build_lightning_objects("logger", values.get("logger"))
+    callbacks = build_lightning_objects("callbacks", values.get("callbacks"))
+
     trainer = Trainer()
     for plugin in build_plugins(values["plugins"], len(train_loader), len(val_loader)):
         trainer.add_plugin(plugin)
@@ -99,12 +111,17 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         on_nonfinite_loss=values["on_nonfinite_loss"],
         max_skipped_batches=values["max_skipped_batches"],
         # The signature of the resolved config picks <runs_dir>/<signature>/checkpoints.
-        config=run_identity(values),
+        config=run_identity(values, ckpt_sha256),
         runs_root=values["paths"]["runs_dir"],
         resume=values["resume"],
+        ckpt_path=values.get("ckpt_path"),
+        callbacks=callbacks,
+        logger=loggers or False,
         **lightning_kwargs(values["trainer"]),
     )
     status = "pruned" if getattr(pruning, "pruned", False) else "complete"
+    if loggers and _is_rank_zero():
+        log_final_metrics(loggers, result, values)
     return record_run(result, status=status, optimized_metric=values["optimized_metric"], output_dir=output_dir)
 
 
@@ -149,9 +166,41 @@ def optuna_trial_plugin(optimized_metric: str | None) -> Any:
     return create_plugin("optuna_pruning", {"monitor": optimized_metric})
 
 
-def run_identity(values: dict[str, Any]) -> dict[str, Any]:
-    """What the run's signature is computed from: the resolved config, plus the study and
-    trial number when this job is a trial of bz's Optuna sweeper.
+def log_final_metrics(loggers: list[Any], result: Any, values: dict[str, Any]) -> None:
+    """Log the run's final metrics to each Lightning logger as ``final_<name>`` (what
+    ``metrics.json`` holds), and the config as hyperparameters where no fit ran to log them
+    (a finished run's result reused)."""
+    step = result.lightning_trainer.global_step if result.lightning_trainer is not None else 0
+    final = {f"final_{k}": v for k, v in result.metrics.items() if math.isfinite(v)}
+    for logger in loggers:
+        if result.reused:
+            logger.log_hyperparams(values)
+        logger.log_metrics(final, step=step)
+        logger.save()
+        logger.finalize("success")
+        if type(logger).__name__ == "WandbLogger":
+            # wandb keeps its run open until finished: the files would be written only at
+            # exit, and the next job of a sweep in this process would log into the same run.
+            logger.experiment.finish()
+
+
+def file_sha256(path: str | None) -> str | None:
+    """The SHA-256 of ``path``'s content, or ``None`` without a path."""
+    if path is None:
+        return None
+    import hashlib
+
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def run_identity(values: dict[str, Any], ckpt_sha256: str | None = None) -> dict[str, Any]:
+    """What the run's signature is computed from: the resolved config, the content hash of
+    the ``ckpt_path`` file it starts from (if any), plus the study and trial number when
+    this job is a trial of bz's Optuna sweeper.
 
     Pruning makes a trial's outcome depend on the other trials, which the config does not
     say: keyed by its config alone, a trial could reuse another trial's stopped-early result
@@ -160,6 +209,8 @@ def run_identity(values: dict[str, Any]) -> dict[str, Any]:
     """
     from bz_lightning.plugins.optuna_pruning import STUDY_ENV, TRIAL_ENV
 
+    if ckpt_sha256 is not None:
+        values = {**values, "ckpt_sha256": ckpt_sha256}
     if TRIAL_ENV not in os.environ or STUDY_ENV not in os.environ:
         return values
     return {**values, "optuna_trial": {"study": os.environ[STUDY_ENV], "trial": int(os.environ[TRIAL_ENV])}}
