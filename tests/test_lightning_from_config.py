@@ -173,6 +173,24 @@ def test_model_checkpoint_keeps_the_top_k_by_optimized_metric(tmp_path, monkeypa
     for key, value in module.state_dict().items():
         assert torch.equal(value, stored["state_dict"][key]), key
     assert module.hparams["bz_config"]["optimized_metric"] == "val_accuracy"
+    # bz validate takes it too: the stored config names Lightning's logger and callbacks,
+    # which it compares but never builds.
+    from bz_lightning.cli._checkpoint import validate_checkpoint
+
+    notes: list[str] = []
+    scores = validate_checkpoint(str(path), overrides=["data.batch_size=64"], note=notes.append)
+    assert 0 <= scores["val_accuracy"] <= 1
+    assert "callbacks.model_checkpoint._target_ (stored lightning.pytorch.callbacks.ModelCheckpoint" in notes[0]
+
+
+@pytest.mark.slow
+def test_rich_callbacks_run_beside_bz(tmp_path, monkeypatch, capsys) -> None:
+    """Lightning refuses a progress bar callback while bz turns its bar off; the user's turns it on."""
+    pytest.importorskip("rich", reason="needs rich: pip install 'bz-lightning[rich]'")
+    record = run(tmp_path, monkeypatch, "epochs=1", "plugins=none", "callbacks=[rich_progress_bar,rich_model_summary]")
+    assert record["epochs"] == 1
+    out = capsys.readouterr().out
+    assert "Trainable params" in out and "Epoch 0/0" in out
 
 
 def test_load_from_checkpoint_needs_the_code_from_the_caller(tmp_path) -> None:
@@ -226,6 +244,11 @@ def test_ckpt_path_continues_from_a_checkpoint_exactly(tmp_path, monkeypatch) ->
     assert second["metrics"]["val_loss"] == pytest.approx(first["metrics"]["val_loss"], rel=1e-6)
     assert second["metrics"]["train_loss"] == pytest.approx(first["metrics"]["train_loss"], rel=1e-6)
     assert sorted({int(r["epoch"]) for r in csv_rows(tmp_path / "second") if r.get("epoch")}) == [1]
+    # Same path, other content: another run (keyed by the file's content), not the stored result.
+    (other,) = (tmp_path / "first" / "checkpoints").glob("epoch_1-*.ckpt")
+    start.write_bytes(other.read_bytes())
+    third = run(tmp_path, monkeypatch, "epochs=2", "logger=csv", f"ckpt_path={start}", name="third")
+    assert not third["reused"] and third["signature"] != second["signature"]
 
 
 # ------------------------------------------------------------------ a project's keys
