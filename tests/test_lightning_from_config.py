@@ -30,10 +30,12 @@ from bz_lightning.module import BzModule
 TINY = ["trainer.limit_train_batches=3", "trainer.limit_val_batches=2", "print_config=false"]
 
 
-def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str, name: str = "run") -> dict:
-    """One bz-train run in ``tmp_path/name``; returns its ``metrics.json``."""
+def run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch, *args: str, name: str = "run", debug: bool = True) -> dict:
+    """One bz-train run in ``tmp_path/name``; returns its ``metrics.json``. ``debug``: a
+    few batches per epoch (a debug run: no checkpoints, nothing stored); else all of digits."""
     out = tmp_path / name
-    monkeypatch.setattr(sys, "argv", ["bz-train", *TINY, *args, f"hydra.run.dir={out}"])
+    tiny = TINY if debug else ["print_config=false"]
+    monkeypatch.setattr(sys, "argv", ["bz-train", *tiny, *args, f"hydra.run.dir={out}"])
     train_cli.main()
     return json.loads((out / "metrics.json").read_text())
 
@@ -236,9 +238,10 @@ def test_ckpt_path_continues_from_a_checkpoint_exactly(tmp_path, monkeypatch) ->
     """Start a 2-epoch run from the epoch-0 checkpoint of another 2-epoch run: its epoch 1
     is the other run's epoch 1 (weights, optimizer state and loop restored), and it is a
     run of its own (its own signature and checkpoint directory)."""
-    first = run(tmp_path, monkeypatch, "epochs=2", "logger=csv", "callbacks=[model_checkpoint]", name="first")
+    first = run(tmp_path, monkeypatch, "epochs=2", "logger=csv", "callbacks=[model_checkpoint]", name="first",
+                debug=False)
     (start,) = (tmp_path / "first" / "checkpoints").glob("epoch_0-*.ckpt")
-    second = run(tmp_path, monkeypatch, "epochs=2", "logger=csv", f"ckpt_path={start}", name="second")
+    second = run(tmp_path, monkeypatch, "epochs=2", "logger=csv", f"ckpt_path={start}", name="second", debug=False)
     assert second["resumed_from"] == str(start)
     assert second["signature"] != first["signature"]
     assert second["metrics"]["val_loss"] == pytest.approx(first["metrics"]["val_loss"], rel=1e-6)
@@ -247,8 +250,11 @@ def test_ckpt_path_continues_from_a_checkpoint_exactly(tmp_path, monkeypatch) ->
     # Same path, other content: another run (keyed by the file's content), not the stored result.
     (other,) = (tmp_path / "first" / "checkpoints").glob("epoch_1-*.ckpt")
     start.write_bytes(other.read_bytes())
-    third = run(tmp_path, monkeypatch, "epochs=2", "logger=csv", f"ckpt_path={start}", name="third")
+    third = run(tmp_path, monkeypatch, "epochs=2", "logger=csv", f"ckpt_path={start}", name="third", debug=False)
     assert not third["reused"] and third["signature"] != second["signature"]
+    # The same command again: the run's own result, whatever the logger objects were.
+    again = run(tmp_path, monkeypatch, "epochs=2", "logger=csv", f"ckpt_path={start}", name="again", debug=False)
+    assert again["reused"] and again["signature"] == third["signature"]
 
 
 # ------------------------------------------------------------------ a project's keys
