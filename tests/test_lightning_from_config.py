@@ -255,6 +255,9 @@ def test_ckpt_path_continues_from_a_checkpoint_exactly(tmp_path, monkeypatch) ->
     # The same command again: the run's own result, whatever the logger objects were.
     again = run(tmp_path, monkeypatch, "epochs=2", "logger=csv", f"ckpt_path={start}", name="again", debug=False)
     assert again["reused"] and again["signature"] == third["signature"]
+    hparams = yaml.safe_load((tmp_path / "again" / "csv" / "hparams.yaml").read_text())
+    assert hparams["bz_config"]["ckpt_path"] == str(start)
+    assert float(csv_rows(tmp_path / "again")[-1]["final_val_loss"]) == pytest.approx(third["metrics"]["val_loss"])
 
 
 # ------------------------------------------------------------------ a project's keys

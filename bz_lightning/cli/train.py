@@ -180,11 +180,13 @@ def log_final_metrics(loggers: list[Any], result: Any, values: dict[str, Any]) -
     """Log the run's final metrics to each Lightning logger as ``final_<name>`` (what
     ``metrics.json`` holds), and the config as hyperparameters where no fit ran to log them
     (a finished run's result reused)."""
+    from bz_lightning.cli._build import CONFIG_KEY
+
     step = result.lightning_trainer.global_step if result.lightning_trainer is not None else 0
     final = {f"final_{k}": v for k, v in result.metrics.items() if math.isfinite(v)}
     for logger in loggers:
-        if result.reused:
-            logger.log_hyperparams(values)
+        if result.reused:  # what BzModule's hparams would have been
+            logger.log_hyperparams({**values["hyperparameters"], CONFIG_KEY: values})
         logger.log_metrics(final, step=step)
         logger.save()
         logger.finalize("success")
