@@ -396,7 +396,14 @@ class Trainer:
             options["enable_checkpointing"] = True
         if any(isinstance(c, pl.callbacks.ProgressBar) for c in lightning_callbacks):
             options["enable_progress_bar"] = True
-        return pl.Trainer(**options)
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+        try:
+            return pl.Trainer(**options)
+        except (MisconfigurationException, TypeError, ValueError) as err:
+            # bz-train's trainer.* values reach Lightning unchecked by bz: its check, one line.
+            detail = " ".join(str(err).split()) or type(err).__name__
+            raise BzConfigError(f"lightning.Trainer refused its options (bz-train: trainer.*): {detail}") from err
 
     def _fit(self, lightning_trainer: pl.Trainer, module: BzModule, loader: Iterable[Any],
              validation_loader: Iterable[Any] | None, checkpoints: RunCheckpoints | None,

@@ -102,6 +102,17 @@ def test_any_lightning_trainer_argument_reaches_lightning(tmp_path, monkeypatch)
     assert hparams["bz_config"]["trainer"]["check_val_every_n_epoch"] == 2
 
 
+def test_lightning_refusing_a_value_is_one_line_before_training(monkeypatch, capsys) -> None:
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr(sys, "argv", ["bz-train", *TINY, "trainer.check_val_every_n_epoch=abc"])
+    with pytest.raises(SystemExit) as stop:
+        train_cli.main()
+    assert stop.value.code == 2
+    line = assert_one_line(capsys.readouterr().err, "bz-train", ["lightning.Trainer refused its options",
+                                                                 "check_val_every_n_epoch", "'abc'"])
+    assert line
+
+
 # ------------------------------------------------------------------------ loggers
 def test_a_missing_logger_client_names_the_extra(monkeypatch, capsys) -> None:
     monkeypatch.setitem(sys.modules, "mlflow", None)  # how Python marks a module as not importable
