@@ -160,6 +160,15 @@ def test_wandb_runs_offline_into_the_output_directory(tmp_path, monkeypatch) -> 
     data = run_file.read_bytes()
     assert b"final_val_loss" in data and b"bz_config" in data
     assert json.dumps(record["metrics"]["val_loss"]).encode() in data
+    # Finished, also when training fails: the next job of a sweep in this process must not
+    # log into it (wandb would hand it the open run).
+    import wandb
+
+    assert wandb.run is None
+    with pytest.raises(SystemExit):
+        run(tmp_path, monkeypatch, "epochs=1", "logger=wandb", "optimizer.lr=1e30", "on_nonfinite_loss=raise",
+            name="failed")
+    assert wandb.run is None
 
 
 # ---------------------------------------------------------------------- callbacks

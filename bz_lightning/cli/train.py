@@ -105,30 +105,34 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         pruning = optuna_trial_plugin(values["optimized_metric"])
         if pruning is not None:
             trainer.add_plugin(pruning)
-    result = trainer.train(
-        model, optimizer, loss_fn, train_loader, val_loader,
-        device=values["device"],
-        epochs=values["epochs"],
-        compile=values["compile"],
-        checkpoint_interval=values["checkpoint_interval"],
-        metrics=metrics,
-        # The resolved config rides along in checkpoints, so `bz validate` can rebuild the run.
-        hyperparameters={**values["hyperparameters"], CONFIG_KEY: values},
-        scheduler=scheduler,
-        plugin_errors=values["trainer"]["plugin_errors"],
-        on_checkpoint_error=values["trainer"]["on_checkpoint_error"],
-        on_batch_error=values["on_batch_error"],
-        on_nonfinite_loss=values["on_nonfinite_loss"],
-        max_skipped_batches=values["max_skipped_batches"],
-        # The signature of the resolved config picks <runs_dir>/<signature>/checkpoints.
-        config=run_identity(values),
-        runs_root=values["paths"]["runs_dir"],
-        resume=values["resume"],
-        ckpt_path=values.get("ckpt_path"),
-        callbacks=callbacks,
-        logger=loggers or False,
-        **lightning_kwargs(values["trainer"]),
-    )
+    try:
+        result = trainer.train(
+            model, optimizer, loss_fn, train_loader, val_loader,
+            device=values["device"],
+            epochs=values["epochs"],
+            compile=values["compile"],
+            checkpoint_interval=values["checkpoint_interval"],
+            metrics=metrics,
+            # The resolved config rides along in checkpoints, so `bz validate` can rebuild the run.
+            hyperparameters={**values["hyperparameters"], CONFIG_KEY: values},
+            scheduler=scheduler,
+            plugin_errors=values["trainer"]["plugin_errors"],
+            on_checkpoint_error=values["trainer"]["on_checkpoint_error"],
+            on_batch_error=values["on_batch_error"],
+            on_nonfinite_loss=values["on_nonfinite_loss"],
+            max_skipped_batches=values["max_skipped_batches"],
+            # The signature of the resolved config picks <runs_dir>/<signature>/checkpoints.
+            config=run_identity(values),
+            runs_root=values["paths"]["runs_dir"],
+            resume=values["resume"],
+            ckpt_path=values.get("ckpt_path"),
+            callbacks=callbacks,
+            logger=loggers or False,
+            **lightning_kwargs(values["trainer"]),
+        )
+    except BaseException:
+        _finish_wandb(loggers, exit_code=1)
+        raise
     status = "pruned" if getattr(pruning, "pruned", False) else "complete"
     if loggers and _is_rank_zero():
         log_final_metrics(loggers, result, values)
@@ -190,10 +194,15 @@ def log_final_metrics(loggers: list[Any], result: Any, values: dict[str, Any]) -
         logger.log_metrics(final, step=step)
         logger.save()
         logger.finalize("success")
-        if type(logger).__name__ == "WandbLogger":
-            # wandb keeps its run open until finished: the files would be written only at
-            # exit, and the next job of a sweep in this process would log into the same run.
-            logger.experiment.finish()
+    _finish_wandb(loggers, exit_code=0)
+
+
+def _finish_wandb(loggers: list[Any], exit_code: int) -> None:
+    """wandb keeps its run open until it is finished: its files would be written only at
+    exit, and the next job of a sweep in this process would log into the same run."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger" and logger._experiment is not None:
+            logger.experiment.finish(exit_code=exit_code)
 
 
 def run_identity(values: dict[str, Any]) -> dict[str, Any]:
