@@ -303,3 +303,30 @@ def test_a_project_declares_its_own_top_level_keys(tmp_path) -> None:
 def test_extras_hold_a_projects_values(tmp_path) -> None:
     values = compose_run(["+extras.width=12", "model.hidden_sizes=[${extras.width}]"], cwd=str(tmp_path))
     assert values["model"]["hidden_sizes"] == [12] and values["extras"] == {"width": 12}
+
+
+@pytest.mark.slow
+def test_python_api_ckpt_path_continues_exactly(tmp_path) -> None:
+    """``Trainer.train(ckpt_path=...)`` without bz's checkpointing: one epoch, a
+    ModelCheckpoint file, then a second epoch from it, ends with the weights of two epochs
+    in one go (weights, optimizer state and loop restored from the file)."""
+    from lightning.pytorch.callbacks import ModelCheckpoint
+    from torch.utils.data import DataLoader
+
+    from bz_lightning.trainer import Trainer
+    from conftest import make_dataset, make_model
+
+    def train(epochs: int, **kwargs):
+        model = make_model()
+        data = DataLoader(make_dataset(), batch_size=8)
+        result = Trainer().train(model, torch.optim.SGD(model.parameters(), lr=0.1, momentum=0.9),
+                                 nn.CrossEntropyLoss(), data, DataLoader(make_dataset(16, seed=1), batch_size=8),
+                                 device="cpu", compile=False, epochs=epochs, **kwargs)
+        return model, result
+
+    straight, _ = train(2)
+    train(1, callbacks=[ModelCheckpoint(dirpath=tmp_path, filename="first", monitor="val_loss")])
+    continued, result = train(2, ckpt_path=str(tmp_path / "first.ckpt"))
+    assert result.resumed_from == str(tmp_path / "first.ckpt") and result.epochs_completed == 2
+    for (name, a), b in zip(straight.state_dict().items(), continued.state_dict().values()):
+        assert torch.equal(a, b), name
