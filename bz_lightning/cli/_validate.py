@@ -1,8 +1,9 @@
 """Checks a composed bz-train config against the schemas in ``bz_lightning.config``.
 
-Runs before anything is instantiated and imports neither torch nor Lightning, so a typo
-costs a fraction of a second. Each problem becomes one line naming the key, the value,
-what is allowed and the closest allowed name.
+Runs before anything is instantiated and imports neither torch nor Lightning for bz's own
+keys, so a typo costs a fraction of a second (only a ``trainer`` key that is not bz's, or a
+``ckpt_path`` file to read, imports them: see ``_validate_lightning``). Each problem becomes
+one line naming the key, the value, what is allowed and the closest allowed name.
 """
 
 from __future__ import annotations
@@ -17,18 +18,10 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
-from bz_lightning.config import (
-    BZ_OWNED_TRAINER_KEYS,
-    GROUP_SCHEMAS,
-    PLUGIN_SCHEMAS,
-    TARGET_SCHEMAS,
-    Rule,
-    TrainConfig,
-    TrainerConfig,
-)
+from bz_lightning.config import GROUP_SCHEMAS, PLUGIN_SCHEMAS, TARGET_SCHEMAS, Rule, TrainConfig, TrainerConfig
 from bz_lightning.errors import BzConfigError, did_you_mean
 
-__all__ = ["validate_config", "resolve_config", "group_option_error", "lightning_trainer_parameters"]
+__all__ = ["validate_config", "resolve_config", "group_option_error"]
 
 # Group nodes that must say what to build.
 _TARGET_GROUPS = ("data", "model", "optimizer", "loss")
@@ -64,8 +57,9 @@ def validate_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     Raises:
         BzConfigError: with one line per problem found.
     """
+    from bz_lightning.cli._validate_lightning import check_ckpt_path, check_lightning_objects, check_trainer
+
     values: dict[str, Any] = resolve_config(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
-    problems: list[str] = []
     own_keys, problems = _project_keys(values)
     problems += _check_node("", values, TrainConfig, skip={"hydra", *_TARGET_GROUPS, *_OPTIONAL_TARGET_GROUPS,
                                                             "metrics", "plugins", "logger", "callbacks",
@@ -73,15 +67,15 @@ def validate_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     for group, schema in GROUP_SCHEMAS.items():
         node = values.get(group)
         if isinstance(node, Mapping):
-            problems += _check_trainer(node) if schema is TrainerConfig else _check_node(group, node, schema)
+            problems += check_trainer(node) if schema is TrainerConfig else _check_node(group, node, schema)
     for group in (*_TARGET_GROUPS, *_OPTIONAL_TARGET_GROUPS):
         problems += _check_target(group, values.get(group), required=group in _TARGET_GROUPS)
     problems += _check_chosen(values)
     problems += _check_metrics(values.get("metrics") or {}, values.get("loss"))
     problems += _check_plugins(values.get("plugins") or {})
     for group in ("logger", "callbacks"):
-        problems += _check_lightning_objects(group, values.get(group), values)
-    problems += _check_ckpt_path(values.get("ckpt_path"))
+        problems += check_lightning_objects(group, values.get(group), values)
+    problems += check_ckpt_path(values.get("ckpt_path"))
     if not problems:
         problems += _check_optimized_metric(values)
     if problems:
@@ -108,112 +102,6 @@ def _project_keys(values: Mapping[str, Any]) -> tuple[set[str], list[str]]:
     clashes = [k for k in declared if k in bz_keys or k == "hydra"]
     problems = [f"extra_keys: {k!r} is one of bz's keys, not a project's; pick another name" for k in clashes]
     return set(declared) - set(clashes), problems
-
-
-# Optional clients: the module a target needs and the extra that installs it.
-_CLIENTS = {
-    "lightning.pytorch.loggers.MLFlowLogger": ("mlflow", "mlflow"),
-    "lightning.pytorch.loggers.WandbLogger": ("wandb", "wandb"),
-    "lightning.pytorch.callbacks.RichProgressBar": ("rich", "rich"),
-    "lightning.pytorch.callbacks.RichModelSummary": ("rich", "rich"),
-}
-# Callbacks that read what a Lightning logger records and fail at the first step without one.
-_NEED_A_LOGGER = ("lightning.pytorch.callbacks.LearningRateMonitor",)
-
-
-def _check_lightning_objects(group: str, node: Any, values: Mapping[str, Any]) -> list[str]:
-    """``logger`` / ``callbacks``: a mapping of names to nodes with a ``_target_`` (``null``
-    leaves one out); a target whose client library is missing names the extra to install."""
-    import importlib.util
-
-    if node is None:
-        return []
-    if not isinstance(node, Mapping):
-        return [f"{group}={_show(node)}: expected {group} by name, e.g. {group}=[...] or +{group}.NAME._target_=CLASS"]
-    problems = []
-    for name, entry in node.items():
-        if entry is None:
-            continue
-        target = entry.get("_target_") if isinstance(entry, Mapping) else None
-        if not isinstance(target, str):
-            problems.append(f"{group}.{name}={_show(entry)}: expected a config with a _target_ (a class to build)")
-            continue
-        if target in _CLIENTS:
-            module, extra = _CLIENTS[target]
-            if importlib.util.find_spec(module) is None:
-                problems.append(f"{group}.{name}: {target} needs {module}, which is not installed: "
-                                f"pip install 'bz-lightning[{extra}]'")
-        if group == "callbacks" and target in _NEED_A_LOGGER:
-            loggers = values.get("logger")
-            if not (isinstance(loggers, Mapping) and any(v is not None for v in loggers.values())):
-                problems.append(f"callbacks.{name}: {target} records into a Lightning logger and this run has "
-                                "none; add one, e.g. logger=csv")
-    return problems
-
-
-def _check_ckpt_path(path: Any) -> list[str]:
-    """``ckpt_path``: a file that reads as a Lightning checkpoint, as data
-    (``torch.load(weights_only=True)``; torch is imported only when there is a file to read)."""
-    import os
-
-    if path is None:
-        return []
-    if not isinstance(path, str) or not path:
-        return [f"ckpt_path={_show(path)}: expected the path of a checkpoint file (.ckpt)"]
-    if not os.path.exists(path):
-        return [f"ckpt_path={path}: no such file"]
-    if not os.path.isfile(path):
-        return [f"ckpt_path={path}: not a file (a checkpoint is a .ckpt file)"]
-    from bz_lightning.checkpointing.io import read_lightning_checkpoint
-    from bz_lightning.errors import BzCheckpointError
-
-    try:
-        read_lightning_checkpoint(path, map_location="cpu")
-    except BzCheckpointError as err:
-        return [f"ckpt_path={path}: {err}"]
-    return []
-
-
-def _check_trainer(node: Mapping[str, Any]) -> list[str]:
-    """``trainer.*``: bz's keys against ``TrainerConfig``; the keys bz sets itself refused,
-    naming the bz key that sets them; any other key must be a ``lightning.Trainer`` argument.
-
-    Lightning is imported only when a key is neither bz's nor one bz owns, so a typo in
-    bz's own keys (and every error about them) costs no Lightning import.
-    """
-    bz_keys = _field_names(TrainerConfig)
-    problems, known, others = [], {}, {}
-    for key, value in node.items():
-        if key in bz_keys:
-            known[key] = value
-        elif key in BZ_OWNED_TRAINER_KEYS:
-            owner, fix = BZ_OWNED_TRAINER_KEYS[key]
-            problems.append(
-                f"trainer.{key}={_show(value)}: bz sets lightning.Trainer's {key} itself, from {owner}; "
-                f"use {fix.format(value=_show(value))}"
-            )
-        else:
-            others[key] = value
-    if others:
-        lightning_keys = lightning_trainer_parameters()
-        allowed = sorted({*bz_keys, *lightning_keys} - set(BZ_OWNED_TRAINER_KEYS))
-        for key, value in others.items():
-            if key not in lightning_keys:
-                problems.append(
-                    f"trainer.{key}={_show(value)}: unknown key{did_you_mean(str(key), allowed)}; the trainer group "
-                    "takes bz's keys (device, plugin_errors, on_checkpoint_error) and lightning.Trainer's arguments"
-                )
-    return problems + _check_node("trainer", known, TrainerConfig)
-
-
-@functools.cache
-def lightning_trainer_parameters() -> frozenset[str]:
-    """The keyword arguments of ``lightning.Trainer`` (imports Lightning)."""
-    import inspect
-
-    from lightning.pytorch import Trainer
-
-    return frozenset(p for p in inspect.signature(Trainer.__init__).parameters if p != "self")
 
 
 def _check_target(group: str, node: Any, required: bool) -> list[str]:
