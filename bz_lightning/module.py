@@ -141,6 +141,62 @@ class BzModule(pl.LightningModule):
         self.__dict__["_forward"] = torch.compile(model) if compile else model
         self._compiled = compile
 
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> BzModule:
+        """A ``BzModule`` with the weights of ``checkpoint_path`` (bz's checkpoints, the
+        ``ModelCheckpoint`` files of ``bz-train callbacks=[model_checkpoint]``, any
+        Lightning checkpoint of a ``BzModule``).
+
+        A checkpoint is data: it is read with ``torch.load(weights_only=True)`` and what its
+        stored config names is never imported or built. So the code is yours: pass
+        ``model=``, ``loss_fn=`` and ``optimizer=`` (and ``metrics=`` etc.) as to
+        ``BzModule(...)``; the checkpoint's tensors are loaded into ``model`` and its
+        ``hyper_parameters`` become ``hparams`` (unless ``hyperparameters=`` is given).
+
+        Example:
+            >>> module = BzModule.load_from_checkpoint(  # doctest: +SKIP
+            ...     "outputs/train/runs/.../checkpoints/epoch=2-val_loss=0.1234.ckpt",
+            ...     model=MLP([1, 8, 8], 10), loss_fn=nn.CrossEntropyLoss(), optimizer=torch.optim.Adam)
+
+        Raises:
+            BzConfigError: ``model``, ``loss_fn`` or ``optimizer`` missing, ``hparams_file``
+                given, or ``weights_only=False`` asked for.
+            BzCheckpointError: the file is missing, not a checkpoint, holds pickled code, or
+                its weights do not fit ``model``.
+        """
+        from bz_lightning.checkpointing.io import describe_load_error, read_lightning_checkpoint
+        from bz_lightning.errors import BzCheckpointError
+
+        missing = [name for name in ("model", "loss_fn", "optimizer") if name not in kwargs]
+        if missing:
+            raise BzConfigError(
+                f"BzModule.load_from_checkpoint needs {', '.join(f'{m}=...' for m in missing)}: a checkpoint holds "
+                "weights, not the code that builds the network (what it names is never imported)"
+            )
+        if hparams_file is not None:
+            raise BzConfigError("BzModule.load_from_checkpoint: hparams_file is not supported; pass hyperparameters=")
+        if weights_only is False:
+            raise BzConfigError("BzModule.load_from_checkpoint reads checkpoints with weights_only=True only")
+        checkpoint = read_lightning_checkpoint(checkpoint_path, map_location=map_location)
+        kwargs.setdefault("hyperparameters", checkpoint.get("hyper_parameters") or None)
+        module = cls(**kwargs)
+        module.on_load_checkpoint(checkpoint)
+        try:
+            module.load_state_dict(checkpoint["state_dict"], strict=True if strict is None else strict)
+        except RuntimeError as err:
+            raise BzCheckpointError(
+                f"{checkpoint_path}: its weights do not fit the model given: {describe_load_error(err)}"
+            ) from None
+        return module
+
     # ----------------------------------------------------------------------------- steps
     def forward(self, inputs: Any) -> Any:
         if not self._compiled:
