@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install train test test-lowest test-slurm bench bench-gpu lint typecheck clean
+.PHONY: install train test test-slow test-lowest test-slurm bench bench-gpu lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -19,9 +19,13 @@ install: $(BIN)/python
 train: install
 	$(BIN)/bz-train
 
-# The README's test command.
+# The README's test command: every test but the slow ones (subprocesses, full CLI runs,
+# real signals), in under 5 minutes on 2 cores. `make test-slow` runs those; CI runs both.
 test: install
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow and not slurm"
+
+test-slow: install
+	$(BIN)/python -m pytest -q -m "slow and not slurm" --durations=15
 
 # The SLURM tests against a real single-node cluster that tests/slurm/slurm_cluster.py
 # starts on this machine (as root; it apt-get installs slurm-wlm and munge if missing) and
@@ -29,8 +33,8 @@ test: install
 test-slurm: install
 	$(BIN)/python tests/slurm/slurm_cluster.py run --timeout 780 -- $(BIN)/python -m pytest -q -m slurm --durations=0 tests/slurm
 
-# The suite on the lowest versions pyproject.toml allows (torch: TORCH_SPEC's), in a venv of
-# its own: the lower bounds are claims, this checks them.
+# `make test` on the lowest versions pyproject.toml allows (torch: TORCH_SPEC's), in a venv
+# of its own: the lower bounds are claims, this checks them.
 LOWEST_VENV ?= .venv-lowest
 test-lowest:
 	rm -rf $(LOWEST_VENV)
@@ -40,7 +44,7 @@ test-lowest:
 	$(LOWEST_VENV)/bin/python .ci/lowest_constraints.py > $(LOWEST_VENV)/constraints.txt
 	$(LOWEST_VENV)/bin/pip install -q -c $(LOWEST_VENV)/constraints.txt -e ".[test]"
 	$(LOWEST_VENV)/bin/pip list --format=freeze | grep -i -E "^($$(cut -d= -f1 $(LOWEST_VENV)/constraints.txt | paste -sd'|'))=="
-	$(LOWEST_VENV)/bin/python -m pytest -q
+	$(LOWEST_VENV)/bin/python -m pytest -q -m "not slow and not slurm"
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
