@@ -46,7 +46,11 @@ __all__ = [
     "StepConfig",
     "DigitsConfig",
     "MNISTConfig",
+    "DiabetesConfig",
     "LossConfig",
+    "MSELossConfig",
+    "L1LossConfig",
+    "BCEWithLogitsLossConfig",
     "ConsoleOutOptions",
     "TensorBoardOptions",
     "OptunaPruningOptions",
@@ -133,6 +137,7 @@ _AT_LEAST_0 = _between(0)
 _AT_LEAST_1 = _between(1, integer=True)
 _COUNT = _between(0, integer=True)
 _FRACTION = _between(0, 1)
+_OPEN_FRACTION = _between(0, 1, low_open=True, high_open=True)
 _BELOW_ONE = _between(0, 1, high_open=True)
 _SIZES = _items(_AT_LEAST_1)
 #: ``trainer.precision`` values ``lightning.Trainer`` accepts (its ``_PRECISION_INPUT``; a test
@@ -230,7 +235,8 @@ class StepConfig:
 class DigitsConfig:
     _target_: str = "bz_lightning.data.DigitsDataModule"
     batch_size: int = _rule(64, _AT_LEAST_1)
-    val_fraction: float = _rule(0.2, _between(0, 1, low_open=True, high_open=True))
+    val_fraction: float = _rule(0.2, _OPEN_FRACTION)
+    test_fraction: float = _rule(0.1, _OPEN_FRACTION)
     seed: int = 0
     num_workers: int = _rule(0, _COUNT)
     input_shape: List[int] = _rule([1, 8, 8], _SIZES)
@@ -243,6 +249,8 @@ class MNISTConfig:
     root: str = MISSING
     download: bool = True
     batch_size: int = _rule(128, _AT_LEAST_1)
+    val_fraction: float = _rule(0.1, _OPEN_FRACTION)
+    seed: int = 0
     num_workers: int = _rule(0, _COUNT)
     mirrors: List[str] = field(
         default_factory=lambda: ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"]
@@ -251,11 +259,54 @@ class MNISTConfig:
     num_classes: int = _rule(10, _AT_LEAST_1)
 
 
+@dataclass
+class DiabetesConfig:
+    _target_: str = "bz_lightning.data.DiabetesDataModule"
+    batch_size: int = _rule(32, _AT_LEAST_1)
+    val_fraction: float = _rule(0.2, _OPEN_FRACTION)
+    test_fraction: float = _rule(0.2, _OPEN_FRACTION)
+    seed: int = 0
+    standardize_target: bool = True
+    num_workers: int = _rule(0, _COUNT)
+    input_shape: List[int] = _rule([10], _SIZES)
+    num_classes: int = _rule(1, _AT_LEAST_1)
+
+
 # ------------------------------------------------------------------------------ loss
+#: ``reduction`` of torch's losses; "none" would hand the trainer a tensor, not a scalar.
+_REDUCTION = _one_of(("mean", "sum"))
+
+
 @dataclass
 class LossConfig:
+    """``loss=cross_entropy`` (the default)."""
+
     _target_: str = "torch.nn.CrossEntropyLoss"
     label_smoothing: float = _rule(0.0, _FRACTION)
+
+
+@dataclass
+class MSELossConfig:
+    """``loss=mse``."""
+
+    _target_: str = "torch.nn.MSELoss"
+    reduction: str = _rule("mean", _REDUCTION)
+
+
+@dataclass
+class L1LossConfig:
+    """``loss=l1``."""
+
+    _target_: str = "torch.nn.L1Loss"
+    reduction: str = _rule("mean", _REDUCTION)
+
+
+@dataclass
+class BCEWithLogitsLossConfig:
+    """``loss=bce_with_logits``."""
+
+    _target_: str = "torch.nn.BCEWithLogitsLoss"
+    reduction: str = _rule("mean", _REDUCTION)
 
 
 # --------------------------------------------------------------------------- plugins
@@ -333,6 +384,8 @@ class TrainConfig:
     hyperparameters: Dict[str, Any] = field(default_factory=dict)
     optimized_metric: Optional[str] = "val_loss"
     print_config: bool = True
+    test_after_fit: bool = False
+    test_weights: str = _rule("best", _one_of(("best", "last")))
     paths: PathsConfig = field(default_factory=PathsConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     data: Any = MISSING
@@ -348,7 +401,8 @@ TARGET_SCHEMAS: dict[str, type] = {
     schema._target_: schema  # type: ignore[attr-defined]
     for schema in (
         MLPConfig, CNNConfig, AdamConfig, AdamWConfig, SGDConfig, CosineConfig, StepConfig,
-        DigitsConfig, MNISTConfig, LossConfig,
+        DigitsConfig, MNISTConfig, DiabetesConfig, LossConfig, MSELossConfig, L1LossConfig,
+        BCEWithLogitsLossConfig,
     )
 }
 # Schemas of the nodes that have no ``_target_``.

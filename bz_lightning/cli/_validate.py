@@ -71,6 +71,7 @@ def validate_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     problems += _check_plugins(values.get("plugins") or {})
     if not problems:
         problems += _check_optimized_metric(values)
+        problems += _check_test_weights(values)
     if problems:
         raise BzConfigError("\n".join(problems))
     return values
@@ -176,12 +177,15 @@ def _check_chosen(values: Mapping[str, Any]) -> list[str]:
 
 # Losses whose targets are class indices: the model's output is one score per class.
 _CLASS_INDEX_LOSSES = ("torch.nn.CrossEntropyLoss", "torch.nn.NLLLoss")
+# Losses comparing predictions with targets of the same shape, value by value.
+_REGRESSION_LOSSES = ("torch.nn.MSELoss", "torch.nn.L1Loss", "torch.nn.SmoothL1Loss", "torch.nn.HuberLoss")
 
 
 def _check_metrics(metrics: Any, loss: Any = None) -> list[str]:
     if not isinstance(metrics, Mapping):
         return [f"metrics={_show(metrics)}: expected metric names, e.g. metrics=[accuracy,f1_score]"]
     from bz_lightning.metrics import MeanAbsoluteError, MeanSquaredError, get_metric
+    from bz_lightning.metrics._task import ClassificationShim
 
     loss_target = loss.get("_target_") if isinstance(loss, Mapping) else None
     problems = []
@@ -200,6 +204,11 @@ def _check_metrics(metrics: Any, loss: Any = None) -> list[str]:
                 f"metrics.{name}: {type(metric).__name__} compares predictions with targets of the same shape "
                 f"(regression), but this run classifies (loss {loss_target} takes class indices); "
                 "use accuracy, precision, recall, f1_score or top5_accuracy"
+            )
+        if loss_target in _REGRESSION_LOSSES and isinstance(metric, ClassificationShim):
+            problems.append(
+                f"metrics.{name}: {type(metric).__name__} counts class predictions, but this run regresses "
+                f"(loss {loss_target} compares values); use mse or mae, e.g. metrics=[mse,mae]"
             )
     return problems
 
@@ -237,6 +246,13 @@ def _check_optimized_metric(values: Mapping[str, Any]) -> list[str]:
         f"optimized_metric={wanted}: not a metric of this run{did_you_mean(str(wanted), available)}; "
         f"available: {', '.join(available)}"
     ]
+
+
+def _check_test_weights(values: Mapping[str, Any]) -> list[str]:
+    if values.get("test_after_fit") and values.get("test_weights") == "best" and values.get("optimized_metric") is None:
+        return ["test_weights=best: the best epoch is the one with the best optimized_metric, which is null; "
+                "set optimized_metric (e.g. val_loss) or test_weights=last"]
+    return []
 
 
 def _type_name(schema: type, key: str) -> str:
