@@ -68,6 +68,7 @@ def validate_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
         problems += _check_target(group, values.get(group), required=group in _TARGET_GROUPS)
     problems += _check_chosen(values)
     problems += _check_metrics(values.get("metrics") or {}, values.get("loss"))
+    problems += _check_data_and_loss(values.get("data"), values.get("loss"))
     problems += _check_plugins(values.get("plugins") or {})
     if not problems:
         problems += _check_optimized_metric(values)
@@ -211,6 +212,24 @@ def _check_metrics(metrics: Any, loss: Any = None) -> list[str]:
                 f"(loss {loss_target} compares values); use mse or mae, e.g. metrics=[mse,mae]"
             )
     return problems
+
+
+# The bundled data sets by the targets they give: class indices (N,), or float values (N, 1).
+_CLASS_INDEX_DATA = ("bz_lightning.data.DigitsDataModule", "bz_lightning.data.MNISTDataModule")
+_REGRESSION_DATA = ("bz_lightning.data.DiabetesDataModule",)
+
+
+def _check_data_and_loss(data: Any, loss: Any) -> list[str]:
+    """A bundled data set with a loss that cannot take its targets would fail at the first batch."""
+    data_target = data.get("_target_") if isinstance(data, Mapping) else None
+    loss_target = loss.get("_target_") if isinstance(loss, Mapping) else None
+    if data_target in _CLASS_INDEX_DATA and loss_target in (*_REGRESSION_LOSSES, "torch.nn.BCEWithLogitsLoss"):
+        return [f"loss={loss_target}: compares values of the same shape, but data ({data_target}) gives class "
+                "indices; use loss=cross_entropy, or regression data such as data=diabetes (experiment=regression)"]
+    if data_target in _REGRESSION_DATA and loss_target in _CLASS_INDEX_LOSSES:
+        return [f"data={data_target}: regression data (float targets of shape (N, 1)), but loss {loss_target} "
+                "takes class indices; use loss=mse or loss=l1 with metrics=[mse,mae] (experiment=regression does)"]
+    return []
 
 
 def _check_plugins(plugins: Any) -> list[str]:
