@@ -13,7 +13,6 @@ import torch
 from sklearn import metrics as skm
 
 from bz_lightning.errors import BzConfigError
-
 from bz_lightning.metrics import (
     METRIC_REGISTRY,
     Accuracy,
