@@ -287,26 +287,24 @@ class LossConfig:
 
 @dataclass
 class MSELossConfig:
-    """``loss=mse``."""
+    """``loss=mse``; the other value-by-value losses add only their ``_target_``."""
 
     _target_: str = "torch.nn.MSELoss"
     reduction: str = _rule("mean", _REDUCTION)
 
 
 @dataclass
-class L1LossConfig:
+class L1LossConfig(MSELossConfig):
     """``loss=l1``."""
 
     _target_: str = "torch.nn.L1Loss"
-    reduction: str = _rule("mean", _REDUCTION)
 
 
 @dataclass
-class BCEWithLogitsLossConfig:
+class BCEWithLogitsLossConfig(MSELossConfig):
     """``loss=bce_with_logits``."""
 
     _target_: str = "torch.nn.BCEWithLogitsLoss"
-    reduction: str = _rule("mean", _REDUCTION)
 
 
 # --------------------------------------------------------------------------- plugins

@@ -20,11 +20,11 @@ import tempfile
 from pathlib import Path
 from typing import Any
 
+from bz_lightning.cli._validate import _CLASS_INDEX_LOSSES
 from bz_lightning.errors import BzCheckpointError, BzConfigError
 
 __all__ = ["check_output", "predict_checkpoint", "prediction_rows"]
 
-_CLASS_INDEX_LOSSES = ("torch.nn.CrossEntropyLoss", "torch.nn.NLLLoss")
 _BINARY_LOSSES = ("torch.nn.BCEWithLogitsLoss",)
 
 

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
 import lightning.pytorch as pl
 import torch
@@ -12,7 +12,7 @@ from torch.utils.data import DataLoader, TensorDataset
 from bz_lightning.data import SPLITS
 from bz_lightning.errors import BzConfigError
 
-__all__ = ["TensorDataModule", "Split", "random_split_indices"]
+__all__ = ["TensorDataModule", "Split", "random_split_indices", "sklearn_dataset"]
 
 Split = Literal["train", "val", "test"]
 
@@ -37,6 +37,21 @@ def random_split_indices(n: int, fractions: Sequence[float], seed: int) -> list[
         raise BzConfigError(f"the split fractions {list(fractions)} leave no training samples out of {n}")
     parts.append(order[start:])
     return parts
+
+
+def sklearn_dataset(name: str, **kwargs: object) -> Any:
+    """``sklearn.datasets.load_<name>(**kwargs)``: a data set bundled with scikit-learn.
+
+    Raises:
+        BzConfigError: scikit-learn is not installed; the message names the extra.
+    """
+    try:
+        from sklearn import datasets
+    except ImportError as err:  # pragma: no cover - depends on the environment
+        raise BzConfigError(
+            f"data={name} needs scikit-learn: pip install 'bz-lightning[data]' (or scikit-learn)"
+        ) from err
+    return getattr(datasets, f"load_{name}")(**kwargs)
 
 
 class TensorDataModule(pl.LightningDataModule):

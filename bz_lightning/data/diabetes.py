@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import TensorDataset
 
-from bz_lightning.data._base import TensorDataModule, random_split_indices
+from bz_lightning.data._base import TensorDataModule, random_split_indices, sklearn_dataset
 from bz_lightning.errors import BzConfigError
 
 __all__ = ["DiabetesDataModule"]
@@ -71,14 +71,8 @@ class DiabetesDataModule(TensorDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        try:
-            from sklearn.datasets import load_diabetes
-        except ImportError as err:  # pragma: no cover - depends on the environment
-            raise BzConfigError(
-                "data=diabetes needs scikit-learn: pip install 'bz-lightning[data]' (or scikit-learn)"
-            ) from err
         # scaled=False: the raw measurements; the scaling below uses the training split only.
-        bunch = load_diabetes(scaled=False)
+        bunch = sklearn_dataset("diabetes", scaled=False)
         x = torch.as_tensor(bunch.data, dtype=torch.float32)
         y = torch.as_tensor(bunch.target, dtype=torch.float32).unsqueeze(1)
         val, test, train = random_split_indices(len(y), [self.val_fraction, self.test_fraction], self.seed)

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import torch
 from torch.utils.data import TensorDataset
 
-from bz_lightning.data._base import TensorDataModule, random_split_indices
+from bz_lightning.data._base import TensorDataModule, random_split_indices, sklearn_dataset
 from bz_lightning.errors import BzConfigError
 
 __all__ = ["DigitsDataModule"]
@@ -58,13 +58,7 @@ class DigitsDataModule(TensorDataModule):
     def setup(self, stage: str | None = None) -> None:
         if self.train_set is not None:
             return
-        try:
-            from sklearn.datasets import load_digits
-        except ImportError as err:  # pragma: no cover - depends on the environment
-            raise BzConfigError(
-                "data=digits needs scikit-learn: pip install 'bz-lightning[data]' (or scikit-learn)"
-            ) from err
-        bunch = load_digits()
+        bunch = sklearn_dataset("digits")
         # Pixel values are 0..16 in this data set.
         x = torch.as_tensor(bunch.images, dtype=torch.float32).unsqueeze(1) / 16.0
         y = torch.as_tensor(bunch.target, dtype=torch.long)
