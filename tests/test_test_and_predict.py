@@ -19,13 +19,14 @@ from bz_lightning.cli import train as train_cli
 from bz_lightning.cli._launch import compose_run
 from bz_lightning.cli.main import main as bz_main
 from bz_lightning.data import DiabetesDataModule, DigitsDataModule
-from bz_lightning.errors import BzConfigError
+from bz_lightning.errors import BzCheckpointError, BzConfigError
 from bz_lightning.metrics import MeanSquaredError
 from bz_lightning.models import MLP
 from bz_lightning.trainer import Trainer
 
-# A classification run small enough for a test: one epoch of three batches.
-DIGITS = ["epochs=1", "trainer.limit_train_batches=5", "plugins=none", "print_config=false",
+# A classification run small enough for a test: one epoch (20 batches). (A limit_train_batches
+# run is a debug run, which keeps no checkpoints.)
+DIGITS = ["epochs=1", "plugins=none", "print_config=false",
           "model.hidden_sizes=[16]", "optimizer.lr=0.01"]
 # lr 0.1 overshoots after the first epoch (val_mse about 0.55, 0.63, 0.71 here): the best
 # epoch is not the last, so testing the last weights as "best" cannot pass unnoticed.
@@ -152,6 +153,16 @@ def test_regression_end_to_end_with_best_weights(tmp_path: Path, monkeypatch: py
     assert again["reused"] and again["test"] == record["test"]
     assert {k: v for k, v in again["metrics"].items() if k.startswith("test_")} == pytest.approx(
         {k: v for k, v in metrics.items() if k.startswith("test_")}, rel=1e-6)
+
+    # best.ckpt is best by the metric its ModelCheckpoint monitored: asked for another, it is
+    # refused rather than passed off as best by that one.
+    from bz_lightning.cli._evaluate import _check_monitor
+
+    stored = torch.load(best, weights_only=True)
+    _check_monitor(str(best), stored, "val_mse")
+    with pytest.raises(BzCheckpointError, match=f"test_weights=best: {best} is the best epoch by val_mse, not by "
+                                                "optimized_metric=val_mae; use test_weights=last"):
+        _check_monitor(str(best), stored, "val_mae")
 
     # bz predict writes the model's raw output beside the target.
     code, _, err = bz(capsys, "predict", str(best), "experiment=regression", "-o", "reg.csv")

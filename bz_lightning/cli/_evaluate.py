@@ -121,13 +121,16 @@ def test_after_fit(values: Mapping[str, Any], result: Any, datamodule: Any, mode
     epoch: int | None = None
     if weights == "best" or module is None:
         if result.checkpoint_dir is None:
-            raise BzCheckpointError(f"test_weights={weights}: this run kept no checkpoints to test")
+            raise BzCheckpointError(f"test_weights={weights}: this run kept no checkpoints to test "
+                                    "(a debug run keeps none); use test_weights=last")
         path = str(Path(result.checkpoint_dir) / (BEST_CHECKPOINT if weights == "best" else "last.ckpt"))
         if not Path(path).is_file():
             raise BzCheckpointError(
                 f"test_weights={weights}: {path} does not exist (no epoch logged {values['optimized_metric']}?); "
                 "use test_weights=last to test the weights training ended with")
         checkpoint = read_checkpoint(path)
+        if weights == "best":
+            _check_monitor(path, checkpoint, values["optimized_metric"])
         if module is None:
             module = BzModule(model, loss_fn, instantiate("optimizer", values["optimizer"]), metrics=metrics)
         load_model_weights(path, checkpoint, module.model, values["model"]["_target_"])
@@ -138,3 +141,17 @@ def test_after_fit(values: Mapping[str, Any], result: Any, datamodule: Any, mode
     which = f"{weights} weights" + (f" (epoch {epoch}, {path})" if path else "")
     log.info("test pass on %s: %s", which, "  ".join(f"{k} {v:.4f}" for k, v in tested.items()))
     return {"metrics": tested, "weights": weights, "checkpoint": path, "epoch": epoch}
+
+
+def _check_monitor(path: str, checkpoint: Mapping[str, Any], optimized_metric: str) -> None:
+    """``best.ckpt`` is best by the metric its ``ModelCheckpoint`` monitored, which the run
+    signature does not cover (``optimized_metric`` is not part of it): a finished run asked
+    again with another ``optimized_metric`` must not present the old best as the new one."""
+    states = checkpoint.get("callbacks")
+    monitors = [state.get("monitor") for state in (states.values() if isinstance(states, Mapping) else [])
+                if isinstance(state, Mapping) and "best_model_path" in state]
+    if optimized_metric not in monitors:
+        kept = ", ".join(str(m) for m in monitors) or "no metric it names"
+        raise BzCheckpointError(
+            f"test_weights=best: {path} is the best epoch by {kept}, not by optimized_metric={optimized_metric}; "
+            "use test_weights=last, or resume=never to train again keeping the best by it")
