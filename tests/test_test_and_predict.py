@@ -252,3 +252,23 @@ def test_validate_refuses_an_unknown_split(tmp_path: Path, capsys: pytest.Captur
     code, out, err = bz(capsys, "validate", str(_checkpoint(tmp_path)), "--split", "train")
     assert code == 2 and out == ""
     assert err.splitlines()[0] == "bz validate: error: --split train: unknown split; available: val, test"
+
+
+def test_split_loader_of_your_own_datamodule_is_never_shuffled() -> None:
+    """Predictions are rows 0..N-1 of the split: a DataModule's shuffled training loader is
+    read in order; a split it lacks is a one-line error."""
+    import lightning.pytorch as pl
+
+    from bz_lightning.cli._evaluate import split_loader
+
+    class Yours(pl.LightningDataModule):
+        def setup(self, stage: str) -> None:
+            self.data = torch.utils.data.TensorDataset(torch.arange(40.0)[:, None], torch.arange(40))
+
+        def train_dataloader(self):
+            return torch.utils.data.DataLoader(self.data, batch_size=8, shuffle=True)
+
+    loader = split_loader(Yours(), "train")
+    assert torch.cat([y for _, y in loader]).tolist() == list(range(40))
+    with pytest.raises(BzConfigError, match=r"data \(Yours\) has no test split: it does not implement test_dataloader"):
+        split_loader(Yours(), "test")

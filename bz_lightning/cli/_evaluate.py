@@ -32,8 +32,9 @@ _STAGES = {"train": "fit", "val": "validate", "test": "test"}
 
 def split_loader(datamodule: Any, split: str) -> Any:
     """The DataLoader of ``split`` (``train``, ``val`` or ``test``) of a built DataModule,
-    after ``prepare_data`` and ``setup``. Bundled DataModules give every split unshuffled
-    (``split_dataloader``); another DataModule gives its ``<split>_dataloader()``.
+    after ``prepare_data`` and ``setup``, never shuffled. Bundled DataModules give every
+    split unshuffled (``split_dataloader``); another DataModule gives its
+    ``<split>_dataloader()``, rebuilt without shuffling if it shuffles.
 
     Raises:
         BzConfigError: an unknown split, or a DataModule without that split.
@@ -47,10 +48,17 @@ def split_loader(datamodule: Any, split: str) -> Any:
     from lightning.fabric.utilities.exceptions import MisconfigurationException
 
     try:
-        return getattr(datamodule, f"{split}_dataloader")()
+        loader = getattr(datamodule, f"{split}_dataloader")()
     except (MisconfigurationException, NotImplementedError, AttributeError):
         raise BzConfigError(f"data ({type(datamodule).__name__}) has no {split} split: it does not implement "
                             f"{split}_dataloader()") from None
+    from torch.utils.data import DataLoader, RandomSampler
+
+    if isinstance(loader, DataLoader) and isinstance(loader.sampler, RandomSampler):
+        # A shuffled training loader: rows would not be samples 0..N-1 in order.
+        loader = DataLoader(loader.dataset, batch_size=loader.batch_size, shuffle=False,
+                            num_workers=loader.num_workers, collate_fn=loader.collate_fn)
+    return loader
 
 
 def _evaluation_trainer(device: str) -> pl.Trainer:
