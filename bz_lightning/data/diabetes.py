@@ -32,6 +32,8 @@ class DiabetesDataModule(TensorDataModule):
         seed: seed of the split.
         standardize_target: scale the target as the features are.
         num_workers: DataLoader workers.
+        pin_memory: batches in page-locked memory for fast copies to a GPU; ``None``: when
+            CUDA is available.
         input_shape / num_classes: what the config says the data is (``[10]`` and 1
             output); checked in ``setup``.
 
@@ -53,8 +55,9 @@ class DiabetesDataModule(TensorDataModule):
         num_workers: int = 0,
         input_shape: Sequence[int] = (10,),
         num_classes: int = 1,
+        pin_memory: bool | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, input_shape, num_classes)
+        super().__init__(batch_size, num_workers, input_shape, num_classes, pin_memory)
         for key, value in (("val_fraction", val_fraction), ("test_fraction", test_fraction)):
             if not 0.0 < value < 1.0:
                 raise BzConfigError(f"data.{key} must be between 0 and 1 (exclusive), got {value}")

@@ -120,6 +120,8 @@ class MNISTDataModule(TensorDataModule):
         batch_size / num_workers: DataLoader settings.
         mirrors: base URLs tried in order for a missing file.
         input_shape / num_classes: what the config says the data is; checked in ``setup``.
+        pin_memory: batches in page-locked memory for fast copies to a GPU; ``None``: when
+            CUDA is available.
 
     Raises:
         BzConfigError: files are missing (and ``download`` is off or failed), or malformed.
@@ -136,8 +138,9 @@ class MNISTDataModule(TensorDataModule):
         mirrors: Sequence[str] = MNIST_MIRRORS,
         input_shape: Sequence[int] = (1, 28, 28),
         num_classes: int = 10,
+        pin_memory: bool | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, input_shape, num_classes)
+        super().__init__(batch_size, num_workers, input_shape, num_classes, pin_memory)
         if not 0.0 < val_fraction < 1.0:
             raise BzConfigError(f"data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
         self.val_fraction = val_fraction
