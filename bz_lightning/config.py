@@ -46,7 +46,11 @@ __all__ = [
     "StepConfig",
     "DigitsConfig",
     "MNISTConfig",
+    "DiabetesConfig",
     "LossConfig",
+    "MSELossConfig",
+    "L1LossConfig",
+    "BCEWithLogitsLossConfig",
     "ConsoleOutOptions",
     "TensorBoardOptions",
     "OptunaPruningOptions",
@@ -134,6 +138,7 @@ _AT_LEAST_0 = _between(0)
 _AT_LEAST_1 = _between(1, integer=True)
 _COUNT = _between(0, integer=True)
 _FRACTION = _between(0, 1)
+_OPEN_FRACTION = _between(0, 1, low_open=True, high_open=True)
 _BELOW_ONE = _between(0, 1, high_open=True)
 _SIZES = _items(_AT_LEAST_1)
 #: ``trainer.precision`` values ``lightning.Trainer`` accepts (its ``_PRECISION_INPUT``; a test
@@ -239,7 +244,8 @@ class StepConfig:
 class DigitsConfig:
     _target_: str = "bz_lightning.data.DigitsDataModule"
     batch_size: int = _rule(64, _AT_LEAST_1)
-    val_fraction: float = _rule(0.2, _between(0, 1, low_open=True, high_open=True))
+    val_fraction: float = _rule(0.2, _OPEN_FRACTION)
+    test_fraction: float = _rule(0.1, _OPEN_FRACTION)
     seed: int = 0
     num_workers: int = _rule(0, _COUNT)
     input_shape: List[int] = _rule([1, 8, 8], _SIZES)
@@ -253,6 +259,8 @@ class MNISTConfig:
     root: str = MISSING
     download: bool = True
     batch_size: int = _rule(128, _AT_LEAST_1)
+    val_fraction: float = _rule(0.1, _OPEN_FRACTION)
+    seed: int = 0
     num_workers: int = _rule(0, _COUNT)
     mirrors: List[str] = field(
         default_factory=lambda: ["https://ossci-datasets.s3.amazonaws.com/mnist/", "http://yann.lecun.com/exdb/mnist/"]
@@ -262,11 +270,53 @@ class MNISTConfig:
     pin_memory: Optional[bool] = None
 
 
+@dataclass
+class DiabetesConfig:
+    _target_: str = "bz_lightning.data.DiabetesDataModule"
+    batch_size: int = _rule(32, _AT_LEAST_1)
+    val_fraction: float = _rule(0.2, _OPEN_FRACTION)
+    test_fraction: float = _rule(0.2, _OPEN_FRACTION)
+    seed: int = 0
+    standardize_target: bool = True
+    num_workers: int = _rule(0, _COUNT)
+    pin_memory: Optional[bool] = None
+    input_shape: List[int] = _rule([10], _SIZES)
+    num_classes: int = _rule(1, _AT_LEAST_1)
+
+
 # ------------------------------------------------------------------------------ loss
+#: ``reduction`` of torch's losses; "none" would hand the trainer a tensor, not a scalar.
+_REDUCTION = _one_of(("mean", "sum"))
+
+
 @dataclass
 class LossConfig:
+    """``loss=cross_entropy`` (the default)."""
+
     _target_: str = "torch.nn.CrossEntropyLoss"
     label_smoothing: float = _rule(0.0, _FRACTION)
+
+
+@dataclass
+class MSELossConfig:
+    """``loss=mse``; the other value-by-value losses add only their ``_target_``."""
+
+    _target_: str = "torch.nn.MSELoss"
+    reduction: str = _rule("mean", _REDUCTION)
+
+
+@dataclass
+class L1LossConfig(MSELossConfig):
+    """``loss=l1``."""
+
+    _target_: str = "torch.nn.L1Loss"
+
+
+@dataclass
+class BCEWithLogitsLossConfig(MSELossConfig):
+    """``loss=bce_with_logits``."""
+
+    _target_: str = "torch.nn.BCEWithLogitsLoss"
 
 
 # --------------------------------------------------------------------------- plugins
@@ -364,6 +414,8 @@ class TrainConfig:
     hyperparameters: Dict[str, Any] = field(default_factory=dict)
     optimized_metric: Optional[str] = "val_loss"
     print_config: bool = True
+    test_after_fit: bool = False
+    test_weights: str = _rule("best", _one_of(("best", "last")))
     paths: PathsConfig = field(default_factory=PathsConfig)
     trainer: TrainerConfig = field(default_factory=TrainerConfig)
     data: Any = MISSING
@@ -390,7 +442,8 @@ TARGET_SCHEMAS: dict[str, type] = {
     schema._target_: schema  # type: ignore[attr-defined]
     for schema in (
         MLPConfig, CNNConfig, AdamConfig, AdamWConfig, SGDConfig, CosineConfig, StepConfig,
-        DigitsConfig, MNISTConfig, LossConfig,
+        DigitsConfig, MNISTConfig, DiabetesConfig, LossConfig, MSELossConfig, L1LossConfig,
+        BCEWithLogitsLossConfig,
     )
 }
 # Schemas of the nodes that have no ``_target_``.

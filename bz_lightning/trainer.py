@@ -58,6 +58,8 @@ class TrainingResult:
         reused: ``True`` when the run had already finished: nothing trained, the values come
             from its ``result.json``, its final weights were loaded into the model, and
             ``module`` and ``lightning_trainer`` are ``None``.
+        test_metrics: ``test_loss`` and ``test_<metric>`` of a test pass run after training
+            (bz-train's ``test_after_fit``); empty when none ran.
     """
 
     context: PluginContext
@@ -78,16 +80,19 @@ class TrainingResult:
     checkpoint_dir: str | None = None
     resumed_from: str | None = None
     reused: bool = False
+    test_metrics: dict[str, float] = field(default_factory=dict)
 
     @property
     def metrics(self) -> dict[str, float]:
-        """All final values flat: ``train_loss``, ``val_loss``, ``train_<m>``, ``val_<m>``."""
+        """All final values flat: ``train_loss``, ``val_loss``, ``train_<m>``, ``val_<m>``,
+        then ``test_loss`` and ``test_<m>`` when a test pass ran."""
         values = {"train_loss": self.training_loss}
         values.update({f"train_{k}": v for k, v in self.training_metrics.items()})
         # Whether validation ran, from its batch count: a NaN val_loss is a value to show.
         if self.context.validation_batch_count:
             values["val_loss"] = self.validation_loss
             values.update({f"val_{k}": v for k, v in self.validation_metrics.items()})
+        values.update(self.test_metrics)
         return values
 
 

@@ -27,6 +27,7 @@ def _cases() -> list[list[str]]:
     for group in ("model", "optimizer", "scheduler", "data", "trainer", "paths", "experiment", "debug"):
         cases += [[f"{group}={option}"] for option in options(group)]
     cases += [[f"metrics=[{option}]"] for option in options("metrics")]
+    cases += [[f"loss={option}"] for option in options("loss")]
     cases += [[f"plugins=[{option}]"] for option in options("plugins")]
     return cases
 
@@ -41,15 +42,26 @@ def _compose(overrides: list[str], output_dir: Path):
     return cfg
 
 
-# Regression metrics on the bundled data sets (both classify): refused before anything runs.
+# Regression metrics with a classification loss: refused before anything runs.
 REGRESSION = {"mse", "mae"}
+# Options that do not fit the default classification run alone, and the error naming why.
+MISMATCHED = {
+    "data=diabetes": r"data=bz_lightning.data.DiabetesDataModule: regression data .*use loss=mse",
+    "loss=mse": r"loss=torch.nn.MSELoss: compares values .* gives class indices",
+    "loss=l1": r"loss=torch.nn.L1Loss: compares values .* gives class indices",
+    "loss=bce_with_logits": r"loss=torch.nn.BCEWithLogitsLoss: compares values .* gives class indices",
+}
 
 
 @pytest.mark.parametrize("overrides", _cases(), ids=lambda o: " ".join(o) or "default")
 def test_every_option_runs_one_step(overrides: list[str], tmp_path: Path) -> None:
     cfg = _compose(overrides, tmp_path)
-    if set(cfg.metrics) & REGRESSION:
+    if set(cfg.metrics) & REGRESSION and cfg.loss._target_ == "torch.nn.CrossEntropyLoss":
         with pytest.raises(BzConfigError, match=r"metrics\.m[sa]e: .*\(regression\), but this run classifies"):
+            validate_config(cfg)
+        return
+    if overrides and overrides[0] in MISMATCHED:
+        with pytest.raises(BzConfigError, match=MISMATCHED[overrides[0]]):
             validate_config(cfg)
         return
     values = validate_config(cfg)
@@ -71,7 +83,7 @@ def test_every_option_runs_one_step(overrides: list[str], tmp_path: Path) -> Non
 
 
 def test_every_target_option_has_a_schema(tmp_path: Path) -> None:
-    for group in ("model", "optimizer", "scheduler", "data"):
+    for group in ("model", "optimizer", "scheduler", "data", "loss"):
         for option in options(group):
             node = _compose([f"{group}={option}"], tmp_path)[group]
             if node is None or not node:  # scheduler=none

@@ -171,14 +171,13 @@ def test_batches_reach_torchmetrics_together_with_the_same_result() -> None:
                torch.randint(0, 2, (16,), generator=gen)) for i in range(n)]
     cases += [(Accuracy(), tmc.BinaryAccuracy(), binary),
               (F1Score(average="binary"), tmc.BinaryF1Score(), binary)]
-    regression = [(torch.randn(16, 1, generator=gen), torch.randn(16, generator=gen)) for _ in range(n)]
-    cases += [(MeanSquaredError(), tmr.MeanSquaredError(), [(p[:, 0], t) for p, t in regression]),
-              (MeanAbsoluteError(), tmr.MeanAbsoluteError(), [(p[:, 0], t) for p, t in regression])]
+    regression = [(torch.randn(16, 1, generator=gen), torch.randn(16, 1, generator=gen)) for _ in range(n)]
+    cases += [(MeanSquaredError(), tmr.MeanSquaredError(), regression),
+              (MeanAbsoluteError(), tmr.MeanAbsoluteError(), regression)]
     for ours, reference, data in cases:
         for preds, targets in data:
             reference.update(preds, targets)
-        feed = regression if isinstance(ours, (MeanSquaredError, MeanAbsoluteError)) else data
-        for preds, targets in feed:  # regression: (N, 1) preds against (N,) targets
+        for preds, targets in data:
             ours.update(preds, targets)
         assert ours.compute() == pytest.approx(float(reference.compute()), abs=1e-6), ours
         assert ours._tm._update_count < n // 4, "batches were not counted together"

@@ -12,6 +12,7 @@ import pytest
 import torch
 from sklearn import metrics as skm
 
+from bz_lightning.errors import BzConfigError
 from bz_lightning.metrics import (
     METRIC_REGISTRY,
     Accuracy,
@@ -168,11 +169,21 @@ def test_regression_matches_direct_computation(cls, error, shape) -> None:
     assert run(cls(), data) == pytest.approx(float(errors.mean()), rel=1e-6)
 
 
-def test_regression_accepts_a_one_output_head_against_flat_targets() -> None:
+@pytest.mark.parametrize("cls", [MeanSquaredError, MeanAbsoluteError])
+@pytest.mark.parametrize("flip", [False, True])
+def test_regression_refuses_a_one_output_head_against_flat_targets(cls, flip) -> None:
+    """MSELoss broadcasts (N, 1) against (N,) to (N, N); the metric must not hide that by
+    comparing them element by element: it names both shapes and the fix."""
     preds, targets = torch.tensor([[1.0], [2.0], [4.0]]), torch.tensor([1.0, 3.0, 2.0])
-    mse = MeanSquaredError()
-    mse.update(preds, targets)
-    assert mse.compute() == pytest.approx(5 / 3)
+    if flip:
+        preds, targets = targets, preds
+    metric = cls()
+    shapes = r"\(3,\) and targets of shape \(3, 1\)" if flip else r"\(3, 1\) and targets of shape \(3,\)"
+    with pytest.raises(BzConfigError, match=rf"{cls.__name__}: preds of shape {shapes} differ: .*broadcasts them "
+                                            r"to \(3, 3\).*targets of shape \(N, 1\).*squeeze the model's output"):
+        metric.update(preds, targets)
+    with pytest.raises(BzConfigError, match=r"preds of shape \(3, 2\) and targets of shape \(3,\) differ; they must"):
+        cls().update(torch.zeros(3, 2), targets.flatten())
 
 
 def test_binary_column_preds_and_float_targets_as_for_bce() -> None:

@@ -1,4 +1,4 @@
-"""``bz validate``: evaluate a checkpoint on the validation data of the run *your* config describes.
+"""``bz validate`` / ``bz predict``: a checkpoint's weights in the run *your* config describes.
 
 A checkpoint is data, never code. The run is rebuilt from the user's own config, composed
 exactly as bz-train composes it (bz-train's configs, the project's ``./conf``,
@@ -20,11 +20,13 @@ from __future__ import annotations
 import json
 import os
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from bz_lightning.errors import BzCheckpointError
 
-__all__ = ["ALLOWED_TARGET_PREFIXES", "validate_checkpoint", "stored_config_report"]
+__all__ = ["ALLOWED_TARGET_PREFIXES", "validate_checkpoint", "stored_config_report", "open_checkpoint_run",
+           "CheckpointRun", "read_checkpoint", "load_model_weights", "check_split"]
 
 #: ``_target_`` prefixes a stored config may name without being refused (it is never built):
 #: bz's classes, torch's, and the Lightning loggers and callbacks bz-train's groups name.
@@ -35,21 +37,59 @@ _MAX_SHOWN = 8
 
 
 def validate_checkpoint(path: str, overrides: list[str] = (), config_dir: str | None = None,  # type: ignore[assignment]
-                        note: Any = None) -> dict[str, float]:
+                        note: Any = None, split: str = "val") -> dict[str, float]:
     """Rebuild the run from the user's config, load the checkpoint's weights into its model,
-    run ``lightning.Trainer.validate`` on the data's validation split; returns ``val_loss``
-    and ``val_<metric>``.
+    and evaluate it on the data's ``split``: ``lightning.Trainer.validate`` on ``val``
+    (returns ``val_loss`` and ``val_<metric>``), ``lightning.Trainer.test`` on ``test``
+    (``test_loss`` and ``test_<metric>``).
 
     Args:
         path: a ``.ckpt`` file (bz-train's, or any Lightning checkpoint of a ``BzModule``).
         overrides: ``key=value`` changes to the user's config, as bz-train takes them.
         config_dir: another config directory, as bz-train's ``--config-dir``.
         note: called with one line when the stored config differs from the user's.
+        split: ``"val"`` or ``"test"``.
 
     Raises:
-        BzConfigError: the user's config or an override is invalid.
+        BzConfigError: the user's config or an override is invalid, ``split`` is not
+            ``val`` or ``test``, or the data has no such split.
         BzCheckpointError: the file is missing or unreadable, is not a checkpoint, names a
             ``_target_`` outside the allowlist, or its weights do not fit the model.
+    """
+    from bz_lightning.cli._evaluate import EVALUATED_SPLITS, evaluate
+
+    check_split(split, EVALUATED_SPLITS)
+    run = open_checkpoint_run(path, overrides, config_dir=config_dir, note=note, split=split)
+    return evaluate(run.module, run.loader, split, run.values["device"])
+
+
+@dataclass
+class CheckpointRun:
+    """The user's run rebuilt around a checkpoint's weights (see ``open_checkpoint_run``)."""
+
+    values: dict[str, Any]
+    module: Any
+    loader: Any
+    checkpoint: dict[str, Any]
+
+
+def check_split(split: str, allowed: tuple[str, ...]) -> None:
+    """Raise ``BzConfigError`` unless ``split`` is one of ``allowed``."""
+    from bz_lightning.errors import BzConfigError, did_you_mean
+
+    if split not in allowed:
+        raise BzConfigError(f"--split {split}: unknown split{did_you_mean(split, list(allowed))}; "
+                            f"available: {', '.join(allowed)}")
+
+
+def open_checkpoint_run(path: str, overrides: list[str] = (), config_dir: str | None = None,  # type: ignore[assignment]
+                        note: Any = None, split: str = "val") -> CheckpointRun:
+    """Compose the user's run, read only tensors from ``path`` into its model, and build
+    the ``BzModule`` and the (unshuffled) loader of ``split``; nothing named by the file
+    is built (see the module's docstring).
+
+    Raises:
+        BzConfigError / BzCheckpointError: as ``validate_checkpoint``.
     """
     from bz_lightning.cli._launch import compose_run
 
@@ -59,13 +99,34 @@ def validate_checkpoint(path: str, overrides: list[str] = (), config_dir: str | 
         raise BzCheckpointError(f"{path}: the file is empty (0 bytes), not a checkpoint")
     values = compose_run(list(overrides), config_dir=config_dir)
 
-    import lightning.pytorch as pl
+    from bz_lightning.cli._build import build_metrics, instantiate
+    from bz_lightning.cli._evaluate import split_loader
+    from bz_lightning.module import BzModule
+
+    checkpoint = read_checkpoint(path)
+    differences = stored_config_report(path, checkpoint, values)
+    if differences and note is not None:
+        note(f"these metrics are for your config: {differences}")
+
+    datamodule = instantiate("data", values["data"])
+    loader = split_loader(datamodule, split)
+    model = instantiate("model", values["model"])
+    load_model_weights(path, checkpoint, model, values["model"]["_target_"], hint=differences)
+    module = BzModule(model, instantiate("loss", values["loss"]), instantiate("optimizer", values["optimizer"]),
+                      metrics=build_metrics(values["metrics"]))
+    return CheckpointRun(values, module, loader, checkpoint)
+
+
+def read_checkpoint(path: str) -> dict[str, Any]:
+    """The checkpoint at ``path``, read with ``torch.load(weights_only=True)``: tensors and
+    plain values only, never code.
+
+    Raises:
+        BzCheckpointError: unreadable, or not a Lightning checkpoint (no ``state_dict``).
+    """
     import torch
 
     from bz_lightning.checkpointing.io import describe_load_error
-    from bz_lightning.cli._build import build_metrics, instantiate
-    from bz_lightning.module import BzModule
-    from bz_lightning.trainer import lightning_device_args
 
     try:
         checkpoint = torch.load(path, map_location="cpu", weights_only=True)
@@ -74,14 +135,20 @@ def validate_checkpoint(path: str, overrides: list[str] = (), config_dir: str | 
     state = checkpoint.get("state_dict") if isinstance(checkpoint, dict) else None
     if not isinstance(state, Mapping):
         raise BzCheckpointError(f"{path}: not a Lightning checkpoint (no 'state_dict')")
-    differences = stored_config_report(path, checkpoint, values)
-    if differences and note is not None:
-        note(f"these metrics are for your config: {differences}")
+    return checkpoint  # type: ignore[no-any-return]
 
-    datamodule = instantiate("data", values["data"])
-    datamodule.prepare_data()
-    datamodule.setup("validate")
-    model = instantiate("model", values["model"])
+
+def load_model_weights(path: str, checkpoint: Mapping[str, Any], model: Any, target: str,
+                       hint: str | None = None) -> None:
+    """Load the ``model.*`` tensors of ``checkpoint`` (read from ``path``) into ``model``.
+
+    Raises:
+        BzCheckpointError: an entry is not a tensor, or the weights do not fit ``model``
+            (built from ``target``); ``hint`` is added to that message.
+    """
+    import torch
+
+    state = checkpoint["state_dict"]
     # BzModule registers the network as `model`; a compiled copy would add `_forward.*` keys.
     weights = {k[len("model."):]: v for k, v in state.items() if isinstance(k, str) and k.startswith("model.")}
     odd = next((k for k, v in weights.items() if not isinstance(v, torch.Tensor)), None)
@@ -90,17 +157,10 @@ def validate_checkpoint(path: str, overrides: list[str] = (), config_dir: str | 
     try:
         model.load_state_dict(weights)
     except RuntimeError as err:
-        hint = f"; {differences}" if differences else ""
+        more = f"; {hint}" if hint else ""
         raise BzCheckpointError(
-            f"{path}: its weights do not fit the model your config builds ({values['model']['_target_']}): "
-            f"{_first_line(err)}{hint}"
+            f"{path}: its weights do not fit the model your config builds ({target}): {_first_line(err)}{more}"
         ) from None
-    module = BzModule(model, instantiate("loss", values["loss"]), instantiate("optimizer", values["optimizer"]),
-                      metrics=build_metrics(values["metrics"]))
-    trainer = pl.Trainer(logger=False, enable_checkpointing=False, enable_progress_bar=False,
-                         enable_model_summary=False, **lightning_device_args(values["device"]))
-    (results,) = trainer.validate(module, dataloaders=datamodule.val_dataloader(), verbose=False)
-    return {name: float(value) for name, value in results.items()}
 
 
 def stored_config_report(path: str, checkpoint: Mapping[str, Any], values: Mapping[str, Any]) -> str | None:

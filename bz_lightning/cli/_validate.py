@@ -72,12 +72,14 @@ def validate_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
         problems += _check_target(group, values.get(group), required=group in _TARGET_GROUPS)
     problems += _check_chosen(values)
     problems += _check_metrics(values.get("metrics") or {}, values.get("loss"))
+    problems += _check_data_and_loss(values.get("data"), values.get("loss"))
     problems += _check_plugins(values.get("plugins") or {})
     for group in ("logger", "callbacks"):
         problems += check_lightning_objects(group, values.get(group), values)
     problems += check_ckpt_path(values.get("ckpt_path"))
     if not problems:
         problems += _check_optimized_metric(values)
+        problems += _check_test_weights(values)
     if problems:
         raise BzConfigError("\n".join(problems))
     return values
@@ -195,12 +197,15 @@ def _check_chosen(values: Mapping[str, Any]) -> list[str]:
 
 # Losses whose targets are class indices: the model's output is one score per class.
 _CLASS_INDEX_LOSSES = ("torch.nn.CrossEntropyLoss", "torch.nn.NLLLoss")
+# Losses comparing predictions with targets of the same shape, value by value.
+_REGRESSION_LOSSES = ("torch.nn.MSELoss", "torch.nn.L1Loss", "torch.nn.SmoothL1Loss", "torch.nn.HuberLoss")
 
 
 def _check_metrics(metrics: Any, loss: Any = None) -> list[str]:
     if not isinstance(metrics, Mapping):
         return [f"metrics={_show(metrics)}: expected metric names, e.g. metrics=[accuracy,f1_score]"]
     from bz_lightning.metrics import MeanAbsoluteError, MeanSquaredError, get_metric
+    from bz_lightning.metrics._task import ClassificationShim
 
     loss_target = loss.get("_target_") if isinstance(loss, Mapping) else None
     problems = []
@@ -220,7 +225,30 @@ def _check_metrics(metrics: Any, loss: Any = None) -> list[str]:
                 f"(regression), but this run classifies (loss {loss_target} takes class indices); "
                 "use accuracy, precision, recall, f1_score or top5_accuracy"
             )
+        if loss_target in _REGRESSION_LOSSES and isinstance(metric, ClassificationShim):
+            problems.append(
+                f"metrics.{name}: {type(metric).__name__} counts class predictions, but this run regresses "
+                f"(loss {loss_target} compares values); use mse or mae, e.g. metrics=[mse,mae]"
+            )
     return problems
+
+
+# The bundled data sets by the targets they give: class indices (N,), or float values (N, 1).
+_CLASS_INDEX_DATA = ("bz_lightning.data.DigitsDataModule", "bz_lightning.data.MNISTDataModule")
+_REGRESSION_DATA = ("bz_lightning.data.DiabetesDataModule",)
+
+
+def _check_data_and_loss(data: Any, loss: Any) -> list[str]:
+    """A bundled data set with a loss that cannot take its targets would fail at the first batch."""
+    data_target = data.get("_target_") if isinstance(data, Mapping) else None
+    loss_target = loss.get("_target_") if isinstance(loss, Mapping) else None
+    if data_target in _CLASS_INDEX_DATA and loss_target in (*_REGRESSION_LOSSES, "torch.nn.BCEWithLogitsLoss"):
+        return [f"loss={loss_target}: compares values of the same shape, but data ({data_target}) gives class "
+                "indices; use loss=cross_entropy, or regression data such as data=diabetes (experiment=regression)"]
+    if data_target in _REGRESSION_DATA and loss_target in _CLASS_INDEX_LOSSES:
+        return [f"data={data_target}: regression data (float targets of shape (N, 1)), but loss {loss_target} "
+                "takes class indices; use loss=mse or loss=l1 with metrics=[mse,mae] (experiment=regression does)"]
+    return []
 
 
 def _check_plugins(plugins: Any) -> list[str]:
@@ -256,6 +284,13 @@ def _check_optimized_metric(values: Mapping[str, Any]) -> list[str]:
         f"optimized_metric={wanted}: not a metric of this run{did_you_mean(str(wanted), available)}; "
         f"available: {', '.join(available)}"
     ]
+
+
+def _check_test_weights(values: Mapping[str, Any]) -> list[str]:
+    if values.get("test_after_fit") and values.get("test_weights") == "best" and values.get("optimized_metric") is None:
+        return ["test_weights=best: the best epoch is the one with the best optimized_metric, which is null; "
+                "set optimized_metric (e.g. val_loss) or test_weights=last"]
+    return []
 
 
 def _type_name(schema: type, key: str) -> str:

@@ -3,7 +3,10 @@
     bz train [--epochs N] [--device D] [--config FILE]
                                        train the bz project (train.py + JSON config) here
     bz init [DIR] [--layout bz]        write a project that runs with bz-train (or bz train)
-    bz validate CKPT [key=value ...]   evaluate a checkpoint on its data's validation split
+    bz validate CKPT [key=value ...] [--split val|test]
+                                       evaluate a checkpoint on its data's validation (or test) split
+    bz predict CKPT [key=value ...] [--split S] [-o FILE]
+                                       write a checkpoint's predictions for a split to a CSV file
     bz report SWEEP_DIR                a sweep's table again, and its report.png (re)drawn
     bz runs [--runs-dir DIR]           the runs stored under paths.runs_dir, finished or not
     bz list-plugins | bz list-metrics  what configs can name
@@ -26,7 +29,7 @@ from typing import Any
 
 from bz_lightning.errors import BzCheckpointError, BzConfigError
 
-__all__ = ["create_parser", "main", "run_init", "run_training", "run_validation", "run_report", "run_runs",
+__all__ = ["create_parser", "main", "run_init", "run_training", "run_validation", "run_predict", "run_report", "run_runs",
            "run_list_plugins", "run_list_metrics", "run_health"]
 
 
@@ -54,13 +57,26 @@ def create_parser() -> argparse.ArgumentParser:
                            "for bz train")
     init.set_defaults(func=run_init)
     validate = sub.add_parser(
-        "validate", help="evaluate a checkpoint's weights on the validation data of the run your config describes")
+        "validate", help="evaluate a checkpoint's weights on the validation (or test) data of the run your config "
+                         "describes")
     validate.add_argument("checkpoint", help="a .ckpt written by bz-train (only its tensors are read)")
     validate.add_argument("overrides", nargs="*",
                           help="key=value / group=option, as for bz-train (the run is rebuilt from your config)")
     validate.add_argument("--config-dir", help="another config directory, as bz-train's --config-dir")
+    validate.add_argument("--split", default="val",
+                          help="val (lightning.Trainer.validate, val_* values; default) or test "
+                               "(lightning.Trainer.test, test_* values)")
     validate.add_argument("--json", action="store_true", help="print the metrics as JSON")
     validate.set_defaults(func=run_validation)
+    predict = sub.add_parser(
+        "predict", help="write a checkpoint's predictions for a split of the run your config describes to a CSV file")
+    predict.add_argument("checkpoint", help="a .ckpt written by bz-train (only its tensors are read)")
+    predict.add_argument("overrides", nargs="*", help="key=value / group=option, as for bz-train")
+    predict.add_argument("--split", default="test", help="train, val or test (default: test)")
+    predict.add_argument("-o", "--output", help="the CSV file to write (default: predictions-<split>.csv)")
+    predict.add_argument("--force", action="store_true", help="overwrite the output file if it exists")
+    predict.add_argument("--config-dir", help="another config directory, as bz-train's --config-dir")
+    predict.set_defaults(func=run_predict)
     report = sub.add_parser("report", help="print a sweep's summary table and (re)draw its report.png")
     report.add_argument("sweep_dir", metavar="SWEEP_DIR", help="a directory bz-train -m wrote (it holds summary.json)")
     report.set_defaults(func=run_report)
@@ -130,13 +146,29 @@ def run_validation(args: argparse.Namespace) -> int:
 
     add_project_path()  # the project's own model classes, named by its conf/
     metrics = validate_checkpoint(args.checkpoint, args.overrides, config_dir=args.config_dir,
-                                  note=lambda line: print(f"bz validate: note: {line}", file=sys.stderr))
+                                  note=lambda line: print(f"bz validate: note: {line}", file=sys.stderr),
+                                  split=args.split)
     if args.json:
         print(json.dumps(metrics, indent=2))
     else:
         width = max(map(len, metrics), default=0)
         for name, value in metrics.items():
             print(f"{name:<{width}}  {value:.4f}")
+    return 0
+
+
+def run_predict(args: argparse.Namespace) -> int:
+    """Rebuild the run as ``bz validate`` does and write ``lightning.Trainer.predict``'s
+    outputs for ``--split`` to a CSV file (see ``bz_lightning.cli._predict``)."""
+    from bz_lightning.cli._launch import add_project_path
+    from bz_lightning.cli._predict import predict_checkpoint
+
+    add_project_path()
+    output = args.output or f"predictions-{args.split}.csv"
+    path, rows = predict_checkpoint(args.checkpoint, args.overrides, args.split, output, force=args.force,
+                                    config_dir=args.config_dir,
+                                    note=lambda line: print(f"bz predict: note: {line}", file=sys.stderr))
+    print(f"wrote {rows} predictions for the {args.split} split to {path}")
     return 0
 
 

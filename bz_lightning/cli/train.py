@@ -36,6 +36,9 @@ log = logging.getLogger("bz_lightning.cli")
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train the run ``cfg`` describes; returns what is written to ``metrics.json``.
 
+    With ``test_after_fit``, the ``test_weights`` (best or last) are then evaluated on the
+    data's test split (``lightning.Trainer.test``, on rank 0), and ``test_*`` join the metrics.
+
     While it runs, ``bz_lightning.config.get_config_manager()`` answers from ``cfg``, so a
     bz project's code that reads its settings that way works under bz-train too.
 
@@ -93,6 +96,10 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     trainer = Trainer()
     for plugin in build_plugins(values["plugins"], len(train_loader), len(val_loader)):
         trainer.add_plugin(plugin)
+    if values["test_after_fit"] and values["test_weights"] == "best":
+        from bz_lightning.cli._evaluate import best_checkpoint_callback
+
+        callbacks.append(best_checkpoint_callback(values["optimized_metric"]))
     pruning = next((p for p in trainer.plugins if p.name == "OptunaPruningPlugin"), None)
     if pruning is None:
         pruning = optuna_trial_plugin(values["optimized_metric"])
@@ -127,15 +134,24 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         _finish_wandb(loggers, exit_code=1)
         raise
     status = "pruned" if getattr(pruning, "pruned", False) else "complete"
+    tested = None
+    if values["test_after_fit"] and status == "complete" and _is_rank_zero():
+        from bz_lightning.cli._evaluate import test_after_fit
+
+        tested = test_after_fit(values, result, datamodule, model, loss_fn, metrics)
+        result.test_metrics = tested.pop("metrics")
     if loggers and _is_rank_zero():
-        log_final_metrics(loggers, result, values)
-    return record_run(result, status=status, optimized_metric=values["optimized_metric"], output_dir=output_dir)
+        log_final_metrics(loggers, result, values)  # test_* too, when a test pass ran
+    return record_run(result, status=status, optimized_metric=values["optimized_metric"], output_dir=output_dir,
+                      test=tested)
 
 
 def record_run(result: Any, *, status: str, optimized_metric: str | None, output_dir: Path,
-               overrides: list[str] | None = None) -> dict[str, Any]:
+               overrides: list[str] | None = None, test: dict[str, Any] | None = None) -> dict[str, Any]:
     """Write ``<output_dir>/metrics.json`` for a finished run (from rank 0), print its final
-    line and return the record. ``overrides``: the command line's (default: Hydra's)."""
+    line and return the record. ``overrides``: the command line's (default: Hydra's).
+    ``test``: which weights the test pass evaluated (``weights``, ``checkpoint``, ``epoch``);
+    its values are in ``result.metrics`` as ``test_*``."""
     record = {
         "status": status,
         "metrics": {k: _finite(v) for k, v in result.metrics.items()},
@@ -152,6 +168,8 @@ def record_run(result: Any, *, status: str, optimized_metric: str | None, output
         "overrides": _overrides() if overrides is None else overrides,
         "output_dir": str(output_dir),
     }
+    if test is not None:
+        record["test"] = test
     if _is_rank_zero():
         write_json(output_dir / METRICS_FILE, record)
         print(_final_line(record), flush=True)

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 from torch.utils.data import TensorDataset
 
-from bz_lightning.data._base import TensorDataModule
+from bz_lightning.data._base import TensorDataModule, random_split_indices
 from bz_lightning.errors import BzConfigError
 
 __all__ = ["MNISTDataModule", "read_idx", "MNIST_FILES", "MNIST_MIRRORS", "download_and_verify"]
@@ -109,10 +109,13 @@ def download_and_verify(url: str, dst: Path, md5: str) -> None:
 
 
 class MNISTDataModule(TensorDataModule):
-    """MNIST handwritten digits, 1x28x28; trains on ``train-*`` and validates on ``t10k-*``.
+    """MNIST handwritten digits, 1x28x28: ``train-*`` files split at random into train and
+    val, ``t10k-*`` (the official test files) as the test split.
 
     Args:
         root: directory holding ``MNIST/raw/`` (torchvision's layout).
+        val_fraction: share of the ``train-*`` samples held out for validation (0 < f < 1).
+        seed: seed of that split, so every run validates on the same samples.
         download: fetch missing files from ``mirrors`` (MD5-checked).
         batch_size / num_workers: DataLoader settings.
         mirrors: base URLs tried in order for a missing file.
@@ -129,6 +132,8 @@ class MNISTDataModule(TensorDataModule):
         root: str = "data",
         download: bool = True,
         batch_size: int = 128,
+        val_fraction: float = 0.1,
+        seed: int = 0,
         num_workers: int = 0,
         mirrors: Sequence[str] = MNIST_MIRRORS,
         input_shape: Sequence[int] = (1, 28, 28),
@@ -136,6 +141,10 @@ class MNISTDataModule(TensorDataModule):
         pin_memory: bool | None = None,
     ) -> None:
         super().__init__(batch_size, num_workers, input_shape, num_classes, pin_memory)
+        if not 0.0 < val_fraction < 1.0:
+            raise BzConfigError(f"data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
+        self.val_fraction = val_fraction
+        self.seed = seed
         self.root = Path(root).expanduser()
         self.download = download
         self.mirrors = list(mirrors)
@@ -184,10 +193,13 @@ class MNISTDataModule(TensorDataModule):
         missing = [stem for stem in MNIST_FILES if self._find(stem) is None]
         if missing:
             raise BzConfigError(self._missing_message(missing, "call prepare_data() or set data.download=true"))
-        self.train_set = self._load("train")
-        self.val_set = self._load("t10k")
+        x, y = self._load("train")
+        val, train = random_split_indices(len(y), [self.val_fraction], self.seed)
+        self.train_set = TensorDataset(x[train], y[train])
+        self.val_set = TensorDataset(x[val], y[val])
+        self.test_set = TensorDataset(*self._load("t10k"))
 
-    def _load(self, split: str) -> TensorDataset:
+    def _load(self, split: str) -> tuple[torch.Tensor, torch.Tensor]:
         images = read_idx(self._find(f"{split}-images-idx3-ubyte"))  # type: ignore[arg-type]
         labels = read_idx(self._find(f"{split}-labels-idx1-ubyte"))  # type: ignore[arg-type]
         if len(images) != len(labels):
@@ -195,4 +207,4 @@ class MNISTDataModule(TensorDataModule):
         x = (images.float().unsqueeze(1) / 255.0 - _MEAN) / _STD
         y = labels.long()
         self._check(f"MNIST {split}", x, y)
-        return TensorDataset(x, y)
+        return x, y

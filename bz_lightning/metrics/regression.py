@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING, Any
 
+from bz_lightning.errors import BzConfigError
 from bz_lightning.metrics._shim import TorchmetricsShim
 
 if TYPE_CHECKING:
@@ -19,8 +20,10 @@ __all__ = ["MeanSquaredError", "MeanAbsoluteError"]
 class _ElementwiseError(TorchmetricsShim):
     """Mean of an elementwise error between ``preds`` and ``targets`` of the same shape.
 
-    A (N, 1) tensor paired with a (N,) one (a one-output regression head against a flat
-    target) is accepted and compared element by element; any other shape mismatch raises.
+    Any shape mismatch raises, (N, 1) against (N,) included: ``MSELoss`` and ``L1Loss``
+    broadcast that pair to (N, N) and train on every prediction against every target, so a
+    metric that quietly compared them element by element would report a number for a model
+    the loss is not training. The error names both shapes and the two fixes.
     """
 
     higher_is_better = False
@@ -38,16 +41,18 @@ class _ElementwiseError(TorchmetricsShim):
 
     def _prepare(self, preds: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:
         if preds.shape != targets.shape:
-            if preds.ndim == 2 and preds.shape[1] == 1 and targets.shape == preds.shape[:1]:
-                preds = preds[:, 0]
-            elif targets.ndim == 2 and targets.shape[1] == 1 and preds.shape == targets.shape[:1]:
-                targets = targets[:, 0]
-            else:
-                raise ValueError(
-                    f"{self.name_for_errors}: preds of shape {tuple(preds.shape)} and targets of shape "
-                    f"{tuple(targets.shape)} differ; they must have the same shape "
-                    "(or be (N, 1) and (N,))"
+            got = f"{self.name_for_errors}: preds of shape {tuple(preds.shape)} and targets of shape {tuple(targets.shape)}"
+            column = (preds.ndim == 2 and preds.shape[1] == 1 and targets.shape == preds.shape[:1]) or (
+                targets.ndim == 2 and targets.shape[1] == 1 and preds.shape == targets.shape[:1])
+            if column:
+                n = len(preds)
+                raise BzConfigError(
+                    f"{got} differ: a loss such as MSELoss broadcasts them to ({n}, {n}) and trains on every "
+                    "prediction against every target; give the model's output and the targets the same shape: "
+                    "targets of shape (N, 1) for a one-output model (as data=diabetes has), or squeeze the "
+                    "model's output to (N,)"
                 )
+            raise BzConfigError(f"{got} differ; they must have the same shape")
         # Flat: the mean is over every element either way, and batches concatenate.
         return preds.reshape(-1), targets.reshape(-1)
 
@@ -59,7 +64,7 @@ class MeanSquaredError(_ElementwiseError):
         name: the name the value is reported under (default ``"mse"``).
 
     Shapes:
-        ``preds`` and ``targets`` of the same shape (any), or (N, 1) with (N,).
+        ``preds`` and ``targets`` of the same shape (any).
 
     Example:
         >>> import torch
@@ -80,7 +85,7 @@ class MeanAbsoluteError(_ElementwiseError):
         name: the name the value is reported under (default ``"mae"``).
 
     Shapes:
-        ``preds`` and ``targets`` of the same shape (any), or (N, 1) with (N,).
+        ``preds`` and ``targets`` of the same shape (any).
 
     Example:
         >>> import torch
