@@ -52,24 +52,22 @@ def add_project_path(cwd: str | None = None) -> None:
         sys.path.append(cwd)
 
 
-def prepare_argv(argv: list[str], cwd: str | None = None) -> list[str]:
+def prepare_argv(argv: list[str]) -> list[str]:
     """Normalise bz-train's command line before Hydra sees it.
 
     * ``+experiment=x`` -> ``experiment=x`` (and the same for ``debug``, ``hparams_search``);
-    * with ``cwd`` holding a ``conf`` directory, add it to Hydra's search path, so a
-      project's own groups and experiments are found (``--config-dir`` adds another);
     * in a DDP process that Lightning started for one job of a multirun (Lightning re-runs
       the parent's command line, ``-m`` and all, which would start a new sweep in every
       process: Lightning #11300, Hydra #2070), that job's own command line instead.
+
+    A project's ``./conf`` is not added here: Hydra's search path plugin
+    ``hydra_plugins.bz_project_conf`` adds it wherever Hydra builds bz-train's search path,
+    tab completion included (an override appended here broke ``--cfg job`` and a trailing ``-m``).
     """
     child = _ddp_child_argv(argv, os.environ)
     if child is not None:
         return child
-    argv = [arg[1:] if any(arg.startswith(f"+{g}=") for g in OVERLAY_GROUPS) else arg for arg in argv]
-    if cwd is not None and os.path.isdir(os.path.join(cwd, "conf")):
-        if not any(arg.startswith("hydra.searchpath=") for arg in argv):
-            argv.append(f"hydra.searchpath=[file://{os.path.join(os.path.abspath(cwd), 'conf')}]")
-    return argv
+    return [arg[1:] if any(arg.startswith(f"+{g}=") for g in OVERLAY_GROUPS) else arg for arg in argv]
 
 
 def is_ddp_child(argv: list[str], environ: Mapping[str, str] = os.environ) -> bool:
@@ -138,12 +136,14 @@ def exit_with(err: BaseException, prog: str = "bz-train") -> NoReturn:
     sys.exit(2)
 
 
-def preflight(argv: list[str]) -> PreparedRun | None:
+def preflight(argv: list[str]) -> PreparedRun | list[str]:
     """Compose and validate every job ``argv`` describes, as bz-train would.
 
     Returns the run composed, ready to start, when ``argv`` describes a single run (no
-    ``-m``, no sweep, no ``--cfg``-style flag, bz-train's own config); ``None`` when
-    Hydra's own entry point must take over.
+    ``-m``, no sweep, no ``--cfg``-style flag, bz-train's own config); otherwise the command
+    line for Hydra's own entry point: ``argv`` itself for a flag with which Hydra only prints
+    something, and for a sweep ``argv`` with its overrides made to compose as each job does
+    (see :func:`_sweep_overrides`) and its sweep directory fixed.
 
     Raises:
         BzConfigError: an unknown group option, key, type, missing value or bad interpolation,
@@ -159,18 +159,26 @@ def preflight(argv: list[str]) -> PreparedRun | None:
             "runs whatever code it names; run bz-train again with the overrides in the job's .hydra/overrides.yaml"
         )
     if any(getattr(args, flag, None) for flag in _INFO_FLAGS):
-        return None
+        return argv
     from hydra.core.global_hydra import GlobalHydra
 
     try:
-        return _check(args)
+        checked = _check(args)
     finally:
         GlobalHydra.instance().clear()
+    if isinstance(checked, PreparedRun):
+        return checked
+    # Overrides first, then the flags: argparse takes the overrides as one group, so an
+    # override after a flag that follows other overrides would be "unrecognized".
+    flags = list(argv)
+    for override in args.overrides:
+        flags.remove(override)
+    return [*(checked if checked is not None else args.overrides), *flags]
 
 
-def compose_run(overrides: list[str], config_dir: str | None = None, cwd: str | None = None) -> dict[str, Any]:
+def compose_run(overrides: list[str], config_dir: str | None = None) -> dict[str, Any]:
     """The config of the one run ``overrides`` describe, composed and validated exactly as
-    bz-train composes it (its configs, the project's ``<cwd>/conf``, ``config_dir``), as plain
+    bz-train composes it (its configs, the project's ``./conf``, ``config_dir``), as plain
     values. For commands that rebuild a run without training it (``bz validate``): the places
     a run writes to are not checked.
 
@@ -180,7 +188,7 @@ def compose_run(overrides: list[str], config_dir: str | None = None, cwd: str | 
     from hydra._internal.utils import get_args_parser
     from hydra.core.global_hydra import GlobalHydra
 
-    argv = prepare_argv(list(overrides), cwd=cwd or os.getcwd())
+    argv = prepare_argv(list(overrides))
     try:
         args = get_args_parser().parse_args([*(["--config-dir", config_dir] if config_dir else []), *argv])
     except SystemExit:  # argparse has printed its complaint
@@ -189,7 +197,7 @@ def compose_run(overrides: list[str], config_dir: str | None = None, cwd: str | 
         prepared = _check(args, writes=False)
     finally:
         GlobalHydra.instance().clear()
-    if prepared is None or prepared.values is None:
+    if not isinstance(prepared, PreparedRun) or prepared.values is None:
         raise BzConfigError(f"{' '.join(overrides)}: describes a sweep; name one value per key")
     return prepared.values
 
@@ -233,7 +241,9 @@ class PreparedRun:
             GlobalHydra.instance().clear()
 
 
-def _check(args: Any, writes: bool = True) -> PreparedRun | None:
+def _check(args: Any, writes: bool = True) -> PreparedRun | list[str] | None:
+    """The single run ``args`` describe, composed; or, for a sweep, its overrides as
+    Hydra's multirun must get them (``None``: not checked, ``writes`` is false)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
@@ -256,14 +266,12 @@ def _check(args: Any, writes: bool = True) -> PreparedRun | None:
     except HydraException as err:
         raise BzConfigError(_first_lines(err)) from None
 
-    # The project's ./conf arrives as a hydra.searchpath override; group options include it.
-    searchpath = [o for o in args.overrides if o.startswith("hydra.searchpath=")]
     groups: dict[str, list[str]] = {}
     for override in parsed:
         key = override.key_or_group
         if key.startswith("hydra") or override.is_delete():
             continue
-        options = loader.get_group_options(key, config_name=CONFIG_NAME, overrides=searchpath)
+        options = loader.get_group_options(key, config_name=CONFIG_NAME, overrides=[])
         if not options:
             continue
         groups[key] = options
@@ -288,7 +296,54 @@ def _check(args: Any, writes: bool = True) -> PreparedRun | None:
     output_key = "hydra.run.dir" if single else "hydra.sweep.dir"
     for job in jobs or [[]]:
         _check_job(hydra, [_lenient(o, groups) for o in job], output_key)
-    return None
+    return _sweep_overrides(hydra, parsed, groups)
+
+
+def _sweep_overrides(hydra: Any, parsed: list[Any], groups: dict[str, list[str]]) -> list[str]:
+    """The overrides of a sweep, as Hydra's multirun must get them to run the jobs checked.
+
+    * Hydra composes the sweep's base config first, from the overrides that do not sweep,
+      before any job's groups apply: ``-m experiment=glob(*) data.root=DIR`` failed there
+      ("Could not override 'data.root'") when the default ``data`` has no ``root``, though
+      every job has one. A plain ``key=value`` whose key that base config lacks becomes
+      ``++key=value`` (set or add); each job was validated against its schema above, so a
+      mistyped key still fails there, with its name.
+    * ``hydra.sweep.dir`` is resolved once, from the base config, and fixed: it holds
+      ``${task_name}``, which each job would resolve again, and an experiment that sets its
+      own ``task_name`` put its job in another directory, where the sweep summary never
+      looked.
+
+    Raises:
+        BzConfigError: the base config does not compose, or its sweep directory does not resolve.
+    """
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+    from omegaconf import OmegaConf
+
+    def compose(overrides: list[str]) -> Any:
+        try:
+            return hydra.compose_config(CONFIG_NAME, overrides, run_mode=RunMode.MULTIRUN,
+                                        with_log_configuration=False)
+        except Exception as err:  # Hydra's composition errors: their message is what matters
+            raise BzConfigError(_first_lines(err)) from None
+
+    lines = [o.input_line for o in parsed]
+    plain = [_lenient(line, groups) != line for line in lines]
+    base = compose([line for line, is_plain in zip(lines, plain) if not is_plain])
+    absent = object()
+    lines = [
+        "++" + line if is_plain and OmegaConf.select(
+            base, o.key_or_group, default=absent, throw_on_resolution_failure=False) is absent else line
+        for o, line, is_plain in zip(parsed, lines, plain)
+    ]
+    cfg = compose(lines)
+    HydraConfig.instance().set_config(cfg)
+    try:
+        sweep_dir = str(OmegaConf.select(cfg, "hydra.sweep.dir", throw_on_missing=True))
+    except Exception as err:
+        raise BzConfigError(f"bad interpolation at hydra.sweep.dir: {_first_lines(err)}") from None
+    lines = [line for o, line in zip(parsed, lines) if o.key_or_group != "hydra.sweep.dir"]
+    return [*lines, f"hydra.sweep.dir={json.dumps(sweep_dir)}"]
 
 
 def _prepare_single(hydra: Any, overrides: list[str], groups: dict[str, list[str]],

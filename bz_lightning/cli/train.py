@@ -24,7 +24,15 @@ from omegaconf import DictConfig, OmegaConf
 
 from bz_lightning._config_manager import serving_bz_train_config
 from bz_lightning.cli._constants import CONF_DIR, CONFIG_NAME, METRICS_FILE
-from bz_lightning.cli._launch import add_project_path, exit_with, is_ddp_child, multirun_job, preflight, prepare_argv
+from bz_lightning.cli._launch import (
+    PreparedRun,
+    add_project_path,
+    exit_with,
+    is_ddp_child,
+    multirun_job,
+    preflight,
+    prepare_argv,
+)
 from bz_lightning.errors import BzCheckpointError, BzConfigError
 
 __all__ = ["main", "train", "record_run", "CONF_DIR", "METRICS_FILE"]
@@ -187,17 +195,17 @@ def main() -> None:
 
         print(help_text(CONF_DIR, os.getcwd()), end="")
         return
-    sys.argv[1:] = prepare_argv(sys.argv[1:], cwd=os.getcwd())
-    prepared = None
+    sys.argv[1:] = prepare_argv(sys.argv[1:])
     if not is_ddp_child(sys.argv[1:]):  # the process that started it checked the command line
         try:
             prepared = preflight(sys.argv[1:])
         except BzConfigError as err:
             exit_with(err)
-    if prepared is not None:  # a single run, already composed: no need to compose it again
-        prepared.run(_job)
-    else:
-        _hydra_main()
+        if isinstance(prepared, PreparedRun):  # a single run, already composed: not composed again
+            prepared.run(_job)
+            return
+        sys.argv[1:] = prepared
+    _hydra_main()
 
 
 def _is_rank_zero() -> bool:
