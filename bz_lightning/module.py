@@ -330,7 +330,9 @@ class BzModule(pl.LightningModule):
     def on_train_epoch_end(self) -> None:
         self._log_split("train")
         if self.skip_budget.skipped:
-            self.log("skipped_batches", float(self.skipped_batches))
+            # Every process skips the same steps (a batch failing on one is skipped by all):
+            # each counts them all, so the processes' maximum is that count.
+            self.log("skipped_batches", float(self.skipped_batches), sync_dist=True, reduce_fx="max")
 
     def on_validation_epoch_end(self) -> None:
         if not self.trainer.sanity_checking:
@@ -343,13 +345,16 @@ class BzModule(pl.LightningModule):
         stats = self.stats[split]
         if not stats.count:
             return
-        # Metrics were already reduced across processes by their own compute(); the loss
-        # is a local mean, so it is averaged by Lightning.
+        # The loss is a local mean, averaged over the processes by Lightning (each process has
+        # as many batches: the distributed sampler pads). Built-in metrics are all-process
+        # values already (torchmetrics' compute() reduces their states): averaging equal
+        # values keeps them, and without sync_dist Lightning warns on every epoch-level value
+        # under DDP; a metric of the user's own that computes a local value is averaged too.
         values = stats.logged_values()
         loss_key = f"{split}_loss"
         self.log(loss_key, values.pop(loss_key), sync_dist=True)
         if values:
-            self.log_dict(values)
+            self.log_dict(values, sync_dist=True)
 
     # ----------------------------------------------------------------------- optimization
     def configure_optimizers(self) -> Any:

@@ -337,6 +337,7 @@ def _sweep_overrides(hydra: Any, parsed: list[Any], groups: dict[str, list[str]]
         for o, line, is_plain in zip(parsed, lines, plain)
     ]
     cfg = compose(lines)
+    _check_sweeper_installed(cfg)
     HydraConfig.instance().set_config(cfg)
     try:
         sweep_dir = str(OmegaConf.select(cfg, "hydra.sweep.dir", throw_on_missing=True))
@@ -407,6 +408,34 @@ def _validate_job(cfg: DictConfig, output_key: str | None = "hydra.run.dir") -> 
     if problems:
         raise BzConfigError("\n".join(problems))
     return values
+
+
+#: Sweepers of bz's configs -> (the module they need, the extra of pyproject.toml that installs it).
+_SWEEPER_NEEDS = {"hydra_plugins.bz_optuna_sweeper.sweeper.BzOptunaSweeper": ("optuna", "optuna")}
+
+
+def _check_sweeper_installed(cfg: Any) -> None:
+    """Refuse a sweep whose sweeper needs a package that is not installed, naming the extra
+    (Hydra would fail with an ImportError traceback once the sweep had started)."""
+    from omegaconf import OmegaConf
+
+    target = OmegaConf.select(cfg, "hydra.sweeper._target_", default=None)
+    if target not in _SWEEPER_NEEDS:
+        return
+    module, extra = _SWEEPER_NEEDS[target]
+    if not _importable(module):
+        choice = OmegaConf.select(cfg, "hydra.runtime.choices.hparams_search", default=None)
+        what = f"hparams_search={choice}" if choice else f"hydra.sweeper {target}"
+        raise BzConfigError(f"{what}: needs {module}, which is not installed; pip install 'bz-lightning[{extra}]'")
+
+
+def _importable(module: str) -> bool:
+    from importlib.util import find_spec
+
+    try:
+        return find_spec(module) is not None
+    except ImportError:  # a finder that refuses it
+        return False
 
 
 def _choices(override: Any) -> list[str]:

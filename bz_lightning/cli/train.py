@@ -52,6 +52,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             something that cannot be built.
     """
     from bz_lightning.cli._build import CONFIG_KEY, build_metrics, build_plugins, instantiate, lightning_kwargs
+    from bz_lightning.cli._output import in_multirun, quiet_lightning
     from bz_lightning.cli._validate import validate_config
 
     values = validate_config(cfg)
@@ -62,12 +63,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # Lightning gives its logger a console handler of its own; under Hydra, whose handlers
     # print and file every record, that showed each Lightning line twice.
     logging.getLogger("lightning").handlers.clear()
+    quiet_lightning()
 
     from bz_lightning.trainer import Trainer
 
     # Under DDP every process runs this function; the files of the run are written once.
     if _is_rank_zero():
-        if values["print_config"]:
+        if values["print_config"] and not in_multirun():  # a sweep prints its config once (SweepConfig)
             print(OmegaConf.to_yaml(values), flush=True)
         OmegaConf.save(values, output_dir / "config.yaml")
     metrics = build_metrics(values["metrics"])
@@ -113,13 +115,18 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         **lightning_kwargs(values["trainer"]),
     )
     status = "pruned" if getattr(pruning, "pruned", False) else "complete"
-    return record_run(result, status=status, optimized_metric=values["optimized_metric"], output_dir=output_dir)
+    # A console plugin that trained this run has printed its end-of-run summary already.
+    shown = not result.reused and any(p.shows_progress for p in trainer.plugins)
+    return record_run(result, status=status, optimized_metric=values["optimized_metric"], output_dir=output_dir,
+                      summary_shown=shown)
 
 
 def record_run(result: Any, *, status: str, optimized_metric: str | None, output_dir: Path,
-               overrides: list[str] | None = None) -> dict[str, Any]:
-    """Write ``<output_dir>/metrics.json`` for a finished run (from rank 0), print its final
-    line and return the record. ``overrides``: the command line's (default: Hydra's)."""
+               overrides: list[str] | None = None, summary_shown: bool = False) -> dict[str, Any]:
+    """Write ``<output_dir>/metrics.json`` for a finished run (from rank 0), print where, and
+    return the record. ``overrides``: the command line's (default: Hydra's).
+    ``summary_shown``: the final metrics were printed already (by the console plugin's
+    end-of-run summary); otherwise a ``final (...)`` line prints them."""
     record = {
         "status": status,
         "metrics": {k: _finite(v) for k, v in result.metrics.items()},
@@ -138,7 +145,8 @@ def record_run(result: Any, *, status: str, optimized_metric: str | None, output
     }
     if _is_rank_zero():
         (output_dir / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")
-        print(_final_line(record), flush=True)
+        saved = f"saved {record['output_dir']}/{METRICS_FILE}"
+        print(saved if summary_shown else f"{_final_line(record)}\n{saved}", flush=True)
     return record
 
 
@@ -231,7 +239,7 @@ def _finite(value: float) -> float | None:
 
 def _final_line(record: dict[str, Any]) -> str:
     shown = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record["metrics"].items())
-    return f"final ({record['epochs']} epochs, {record['duration_s']:.1f} s): {shown}\nsaved {record['output_dir']}/{METRICS_FILE}"
+    return f"final ({record['epochs']} epochs, {record['duration_s']:.1f} s): {shown}"
 
 
 if __name__ == "__main__":
