@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import shutil
 import struct
 from pathlib import Path
 
@@ -15,9 +14,6 @@ import torch
 from bz_lightning.data import DigitsDataModule, MNISTDataModule, read_idx
 from bz_lightning.data import mnist as mnist_module
 from bz_lightning.errors import BzConfigError
-
-MNIST_MINI = Path(__file__).resolve().parents[2] / "shared/data/mnist-mini"
-
 
 def idx_bytes(array: np.ndarray) -> bytes:
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
@@ -66,8 +62,8 @@ def test_mnist_reads_local_files_without_checksums(tmp_path: Path, gz: bool) -> 
     assert len(dm.val_set) == 12
 
 
-def test_mnist_mini() -> None:
-    dm = MNISTDataModule(root=str(MNIST_MINI), download=False)
+def test_mnist_mini(mnist_mini: Path) -> None:
+    dm = MNISTDataModule(root=str(mnist_mini), download=False)
     dm.prepare_data()
     dm.setup("fit")
     assert len(dm.train_set) == 8000 and len(dm.val_set) == 2000
@@ -116,7 +112,7 @@ def test_download_with_wrong_md5_fails_and_removes_the_file(tmp_path: Path) -> N
 
 
 def test_present_files_are_not_downloaded_again(tmp_path: Path) -> None:
-    shutil.copytree(MNIST_MINI / "MNIST", tmp_path / "MNIST")
+    write_mnist(tmp_path / "MNIST/raw")
     dm = MNISTDataModule(root=str(tmp_path), download=True, mirrors=["file:///nonexistent/"])
     dm.prepare_data()  # would fail if it tried a download
 
