@@ -15,6 +15,7 @@ from bz_lightning.data import DigitsDataModule, MNISTDataModule, read_idx
 from bz_lightning.data import mnist as mnist_module
 from bz_lightning.errors import BzConfigError
 
+
 def idx_bytes(array: np.ndarray) -> bytes:
     header = struct.pack(">BBBB", 0, 0, 0x08, array.ndim) + struct.pack(f">{array.ndim}I", *array.shape)
     return header + array.astype(np.uint8).tobytes()
