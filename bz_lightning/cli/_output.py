@@ -62,5 +62,5 @@ class SweepConfig(Callback):
         if not config.get("print_config", True):
             return
         # As written: its interpolations (paths.output_dir...) take each job's values.
-        text = OmegaConf.to_yaml(OmegaConf.masked_copy(config, [k for k in config if k != "hydra"]))
+        text = OmegaConf.to_yaml(OmegaConf.masked_copy(config, [str(k) for k in config if k != "hydra"]))
         print("sweep config (each job's own values follow its '#N :' line):", text, sep="\n", flush=True)
