@@ -20,7 +20,7 @@ import lightning.pytorch as pl
 from lightning.pytorch.trainer.states import TrainerFn
 
 from bz_lightning._logged_stats import LoggedStats
-from bz_lightning.context import PluginContext, RunningStats, split_stats
+from bz_lightning.context import PluginContext, RunningStats, context_values, restore_context, split_stats
 from bz_lightning.errors import BzConfigError, BzPluginError
 from bz_lightning.plugins.base import Plugin, implemented_stages
 from bz_lightning.stages import Stage
@@ -124,6 +124,15 @@ class LifecycleCallback(pl.Callback):
     ``context.should_stop_training`` set by any plugin stops training after the current
     epoch's ``end_epoch``; under DDP the decision is shared by all processes.
 
+    In checkpoints it keeps each plugin's ``state_dict`` under the plugin's ``state_key``
+    and the context's epoch values. A run resumed in the middle of an epoch (Lightning
+    skips ``on_train_epoch_start`` then) still fires ``start_epoch`` and
+    ``start_training_loop`` for that epoch, with the batches trained before the
+    interruption already in the context's totals (``context.extra["resumed_batches"]``
+    says how many). A fit restored from a checkpoint with nothing left to train (the run
+    had ended) still fires ``start_training_session``, ``load_checkpoint`` and
+    ``end_training_session``, with the context of the run's last epoch.
+
     Under DDP the loss totals and batch counts of ``end_training_loop`` and
     ``end_validation_loop`` are summed over all processes (metrics are reduced by their own
     ``compute``), so every process's plugins see the same values; plugins whose class sets
@@ -152,6 +161,9 @@ class LifecycleCallback(pl.Callback):
         # (plugin id, stage) -> failures in a row of that plugin in that stage.
         self._consecutive_failures: dict[tuple[int, Stage], int] = {}
         self._restored_epoch: int | None = None
+        # Whether a session started in this fit, and whether the fit failed.
+        self._session_started = False
+        self._failed = False
         self._training_loop_open = False
         self._written_checkpoint: str | None = None
         # Known from `setup` on; plugins with `rank_zero_only` listen on rank 0 only.
@@ -220,7 +232,7 @@ class LifecycleCallback(pl.Callback):
         failure = PluginFailure(plugin.name, stage, self.context.epoch, err)
         self.failures.append(failure)
         log.error("plugin %r failed in stage %r (epoch %d):\n%s", plugin.name, stage.value,
-                  self.context.epoch, failure.traceback)
+                  self.context.epoch + 1, failure.traceback)
         # Counted per stage: a plugin failing at every batch is disabled even if its
         # end_epoch succeeds in between.
         key = (id(plugin), stage)
@@ -245,8 +257,17 @@ class LifecycleCallback(pl.Callback):
             ctx.training_batch_count = 0
             ctx.training_metrics = {}
             _reset_validation(ctx)
+            ctx.extra.pop("resumed_batches", None)
+            if getattr(trainer.fit_loop, "restarted_mid_epoch", False):
+                # The batches trained before the interruption (restored into the module's
+                # statistics by the checkpoint) belong to this epoch's totals.
+                self._copy_stats(trainer, split_stats(module, "train"), validation=False, loop_end=False)
+                ctx.extra["resumed_batches"] = ctx.training_batch_count
         elif stage is Stage.LOAD_CHECKPOINT:
-            ctx.epoch = trainer.current_epoch
+            # The epoch training continues from. (When a stop request was restored,
+            # Lightning ends the fit before it brings current_epoch up to date.)
+            processed = trainer.fit_loop.epoch_progress.current.processed  # type: ignore[attr-defined]
+            ctx.epoch = max(trainer.current_epoch, processed)
         elif stage is Stage.END_TRAINING_LOOP:
             self._copy_stats(trainer, self._stats(module, "train"), validation=False, loop_end=True)
             self._copy_run_state(module)
@@ -328,6 +349,7 @@ class LifecycleCallback(pl.Callback):
 
     # ----------------------------------------------------------- Lightning hooks
     def setup(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        self._session_started = self._failed = False
         # The first hook that knows the process's rank: plugins that write stop listening
         # everywhere but on rank 0.
         self._global_rank = trainer.global_rank
@@ -347,6 +369,15 @@ class LifecycleCallback(pl.Callback):
 
     def on_train_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         self._training_loop_open = False
+        self._session_started = True
+        self._share_run_objects(trainer, pl_module)
+        self._on_hook("on_train_start", trainer, pl_module)
+        self._restored_epoch = None
+        if getattr(trainer.fit_loop, "restarted_mid_epoch", False) and not trainer.sanity_checking:
+            # Lightning continues the interrupted epoch without on_train_epoch_start.
+            self._on_hook("on_train_epoch_start", trainer, pl_module)
+
+    def _share_run_objects(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         # Plugins that act on the model (restoring best weights, say) find it here.
         self.context.extra["model"] = getattr(pl_module, "model", pl_module)
         self.context.extra["lightning_module"] = pl_module
@@ -358,8 +389,6 @@ class LifecycleCallback(pl.Callback):
             self.context.extra.pop("split_stats", None)
         # The same list the bridge appends to, for end-of-run summaries.
         self.context.extra["plugin_failures"] = self.failures
-        self._on_hook("on_train_start", trainer, pl_module)
-        self._restored_epoch = None
 
     def on_train_epoch_start(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._logged is not None:
@@ -427,6 +456,7 @@ class LifecycleCallback(pl.Callback):
         # failed). A failure while ending it is logged, never raised: it would hide `exception`.
         if trainer.state.fn != TrainerFn.FITTING:
             return
+        self._failed = True
         if isinstance(exception, BzPluginError) and exception.stage == Stage.END_TRAINING_SESSION.value:
             return
         self.context.extra["exception"] = exception
@@ -446,15 +476,51 @@ class LifecycleCallback(pl.Callback):
                            checkpoint: dict[str, Any]) -> None:
         self._restored_epoch = int(checkpoint.get("epoch", 0))
 
+    def teardown(self, trainer: pl.Trainer, pl_module: pl.LightningModule, stage: str) -> None:
+        if (stage == TrainerFn.FITTING.value and self._restored_epoch is not None and not self._session_started
+                and not self._failed):
+            self._finish_restored_session(trainer, pl_module)
+        self._restored_epoch = None
+
+    def _finish_restored_session(self, trainer: pl.Trainer, module: pl.LightningModule) -> None:
+        """The checkpoint restored a run that had ended (its last epoch or a stop request):
+        Lightning trains nothing and calls neither ``on_train_start`` nor ``on_train_end``.
+        The plugins still get their session, and end it with the last epoch's values, as
+        they would have had the run not been interrupted before it was recorded."""
+        self._share_run_objects(trainer, module)
+        final_epoch = self.context.epoch
+        for stage in (Stage.START_TRAINING_SESSION, Stage.LOAD_CHECKPOINT):
+            self._fire(stage, trainer, module)
+        self.context.epoch = final_epoch
+        self._fire(Stage.END_TRAINING_SESSION, trainer, module)
+
+    def _keyed_plugins(self) -> list[tuple[str, Plugin]]:
+        """Each plugin with its key in checkpoints: its ``state_key``, and ``key#2``,
+        ``key#3``... for later plugins with the same key."""
+        seen: dict[str, int] = {}
+        keyed = []
+        for plugin in self.plugins:
+            key = plugin.state_key
+            seen[key] = seen.get(key, 0) + 1
+            keyed.append((key if seen[key] == 1 else f"{key}#{seen[key]}", plugin))
+        return keyed
+
     def state_dict(self) -> dict[str, Any]:
-        return {"plugins": {f"{i}:{p.name}": p.state_dict() for i, p in enumerate(self.plugins)}}
+        return {
+            "plugins": {key: plugin.state_dict() for key, plugin in self._keyed_plugins()},
+            "context": context_values(self.context),
+        }
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
-        saved = state_dict.get("plugins", {})
-        for i, plugin in enumerate(self.plugins):
-            key = f"{i}:{plugin.name}"
+        saved = dict(state_dict.get("plugins", {}))
+        for key, plugin in self._keyed_plugins():
             if key in saved:
-                plugin.load_state_dict(saved[key])
+                plugin.load_state_dict(saved.pop(key))
+        if saved:
+            log.info("the checkpoint holds state for plugins this run does not have: %s", ", ".join(saved))
+        restored = state_dict.get("context")
+        if restored:
+            restore_context(self.context, restored)
 
 
 def _reset_validation(ctx: PluginContext) -> None:

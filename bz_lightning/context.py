@@ -6,9 +6,15 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Dict, Protocol
 
 if TYPE_CHECKING:
-    from bz_lightning.module import SplitStats
+    from bz_lightning._split_stats import SplitStats
 
-__all__ = ["PluginContext", "RunningStats", "epoch_values", "mean", "running_stats", "split_stats"]
+__all__ = ["PluginContext", "RunningStats", "context_values", "epoch_values", "mean", "restore_context",
+           "running_stats", "split_stats"]
+
+#: The context's fields that describe where a run is: what checkpoints and ``result.json``
+#: keep (not ``hyperparameters``, which the run's arguments give, nor ``extra``).
+_SAVED_FIELDS = ("epoch", "training_loss_total", "training_batch_count", "validation_loss_total",
+                 "validation_batch_count", "training_metrics", "validation_metrics", "should_stop_training")
 
 
 @dataclass
@@ -86,6 +92,25 @@ class RunningStats(Protocol):
 
     def metric_values(self) -> dict[str, float]:
         """Each metric's value so far, by name."""
+
+
+def context_values(context: PluginContext) -> dict[str, Any]:
+    """The context's epoch, loss totals, batch counts, metrics and stop request, as plain values.
+
+    >>> context_values(PluginContext(epoch=3))["epoch"]
+    3
+    """
+    return {name: (dict(value) if isinstance(value, dict) else value)
+            for name in _SAVED_FIELDS for value in (getattr(context, name),)}
+
+
+def restore_context(context: PluginContext, values: dict[str, Any]) -> PluginContext:
+    """Put ``context_values`` back into ``context`` (unknown names are ignored); return it."""
+    for name in _SAVED_FIELDS:
+        if name in values:
+            value = values[name]
+            setattr(context, name, dict(value) if isinstance(value, dict) else value)
+    return context
 
 
 def split_stats(module: Any, split: str) -> SplitStats | None:

@@ -88,8 +88,8 @@ class NonFiniteLossError(BzError, FloatingPointError):
     """The training loss became NaN or infinite.
 
     Attributes:
-        epoch: the epoch of the batch.
-        batch: the batch index within the epoch.
+        epoch: the epoch of the batch (from 0, like ``context.epoch``; the message counts from 1).
+        batch: the batch index within the epoch (from 0; the message counts from 1).
         last_finite_loss: the last finite batch loss seen, or ``None``.
     """
 
@@ -100,7 +100,7 @@ class NonFiniteLossError(BzError, FloatingPointError):
         self.last_finite_loss = last_finite_loss
         last = "none yet" if last_finite_loss is None else f"{last_finite_loss:.6g}"
         super().__init__(
-            f"loss is {value} at epoch {epoch}, batch {batch} (last finite loss: {last}); "
+            f"loss is {value} at epoch {epoch + 1}, batch {batch + 1} (last finite loss: {last}); "
             "lower the learning rate, clip gradients (bz-train: trainer.gradient_clip_val=1.0), or skip such "
             "batches with on_nonfinite_loss=skip (a bz-train key and a Trainer.train argument)"
         )

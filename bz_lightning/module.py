@@ -11,6 +11,7 @@ Importable on its own and usable under any ``lightning.Trainer``::
 from __future__ import annotations
 
 import copy
+import logging
 import math
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -18,16 +19,19 @@ from typing import TYPE_CHECKING, Any, Union
 
 import lightning.pytorch as pl
 import torch
+from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
-from bz_lightning._batch_guard import BatchErrorPolicy, FailedBatch, NonFinitePolicy, SkipBudget
-from bz_lightning.context import mean
-from bz_lightning.errors import BzConfigError, NonFiniteLossError
+from bz_lightning._batch_guard import BatchErrorPolicy, FailedBatch, NonFinitePolicy, SkipBudget, SkippedBatch
+from bz_lightning._split_stats import SplitStats
+from bz_lightning.errors import BzConfigError, BzError, NonFiniteLossError
 
 if TYPE_CHECKING:
     from bz_lightning.metrics.base import Metric
 
 __all__ = ["BzModule", "SplitStats", "OptimizerLike", "SchedulerLike"]
+
+log = logging.getLogger("bz_lightning")
 
 OptimizerLike = Union[torch.optim.Optimizer, Callable[[Iterable[nn.Parameter]], torch.optim.Optimizer]]
 SchedulerLike = Union[
@@ -36,65 +40,6 @@ SchedulerLike = Union[
     Callable[[torch.optim.Optimizer], Any],
     Mapping[str, Any],
 ]
-
-
-class SplitStats:
-    """Running statistics of one split (train, val or test) within one epoch.
-
-    Validation and test losses are summed on the device, so their steps cost no host
-    synchronisation; a training step reads its loss anyway (it must be finite before the
-    backward pass), so training sums that float. Metric values are produced only when
-    somebody reads ``metric_values()``.
-    """
-
-    def __init__(self, prefix: str, metrics: Sequence[Metric]) -> None:
-        from bz_lightning.metrics._shared import MetricSet
-
-        self.prefix = prefix
-        self._metric_set = MetricSet(metrics)
-        self.reset()
-
-    @property
-    def metrics(self) -> list[Metric]:
-        return self._metric_set.metrics
-
-    def reset(self) -> None:
-        self.loss_sum: Tensor | float | None = None
-        self.last_loss: Tensor | float | None = None
-        self.count = 0
-        self._metric_cache: dict[str, float] | None = None
-        self._metric_set.reset()
-
-    def update(self, loss: Tensor | float, preds: Tensor, targets: Tensor) -> None:
-        """Count one batch. ``loss``: a detached tensor, summed on the device, or a float
-        when the caller has read it already (training does, to check it is finite)."""
-        self.last_loss = loss
-        self.loss_sum = loss if self.loss_sum is None else self.loss_sum + loss
-        self.count += 1
-        self._metric_cache = None
-        if self.metrics:
-            self._metric_set.update(preds.detach(), targets)
-
-    @property
-    def loss_total(self) -> float:
-        """Sum of this epoch's batch losses, as a float (one host sync)."""
-        return 0.0 if self.loss_sum is None else float(self.loss_sum)
-
-    @property
-    def loss_mean(self) -> float:
-        return mean(self.loss_total, self.count)
-
-    def metric_values(self) -> dict[str, float]:
-        """Each metric's value over the batches seen so far, keyed by its ``name``."""
-        if self._metric_cache is None:
-            self._metric_cache = self._metric_set.compute() if self.count else {}
-        return self._metric_cache
-
-    def logged_values(self) -> dict[str, float]:
-        """``<prefix>_loss`` and ``<prefix>_<metric>``: the names logged to Lightning."""
-        values = {f"{self.prefix}_loss": self.loss_mean}
-        values.update({f"{self.prefix}_{name}": v for name, v in self.metric_values().items()})
-        return values
 
 
 class BzModule(pl.LightningModule):
@@ -156,6 +101,9 @@ class BzModule(pl.LightningModule):
         self._step_settings: tuple[int, int] | None = None
         # Set by a training step that every DDP process skips; see optimizer_step.
         self._skip_update = False
+        # What went wrong without stopping the run (NaN validation losses, batches that
+        # never came), for the summary and TrainingResult.warnings.
+        self._warnings: list[str] = []
         if not isinstance(model, nn.Module):
             raise BzConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -293,8 +241,37 @@ class BzModule(pl.LightningModule):
 
     @property
     def run_warnings(self) -> list[str]:
-        """Fallbacks that happened in this run, for its summary and ``TrainingResult``."""
-        return [f"torch.compile fell back to eager: {self.compile_fallback}"] if self.compile_fallback else []
+        """Fallbacks and problems that did not stop this run, for its summary and ``TrainingResult``."""
+        fallback = [f"torch.compile fell back to eager: {self.compile_fallback}"] if self.compile_fallback else []
+        return fallback + self._warnings
+
+    def _warn(self, message: str) -> None:
+        log.warning("%s", message)
+        self._warnings.append(message)
+
+    def loader_ended_early(self, produced: int, expected: int | None) -> None:
+        """The training loader stopped after an error, before the end of the epoch: a
+        generator or an ``IterableDataset`` cannot go on once it raised. Say how many
+        batches never came and charge them to the skip budget."""
+        epoch = self.current_epoch + 1
+        if expected is None:
+            self._warn(f"epoch {epoch}: the training loader stopped after {produced} batches because it raised "
+                       "(a generator or an IterableDataset cannot go on after an error); the rest of the epoch never "
+                       "came, how many batches is unknown (the loader has no len())")
+            return
+        missing = expected - produced
+        self._warn(f"epoch {epoch}: the training loader stopped after {produced} of {expected} batches because it "
+                   f"raised (a generator or an IterableDataset cannot go on after an error); {missing} batches never "
+                   "came")
+        self.skip_budget.record_missing(missing)
+
+    def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # The skip budget is per run: batches skipped before an interruption still count.
+        checkpoint["bz_skipped_batches"] = [[s.epoch, s.batch, s.reason, s.traceback] for s in self.skip_budget.skipped]
+
+    def on_load_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        saved = checkpoint.get("bz_skipped_batches") or []
+        self.skip_budget.skipped = [SkippedBatch(int(e), int(b), str(r), str(t)) for e, b, r, t in saved]
 
     def on_train_start(self) -> None:
         num_batches = self.trainer.num_training_batches
@@ -322,12 +299,27 @@ class BzModule(pl.LightningModule):
         train.reset()
 
     def on_validation_epoch_start(self) -> None:
+        trainer = self.trainer
+        fitting = trainer.state.fn == TrainerFn.FITTING and not trainer.sanity_checking
+        if fitting and trainer.fit_loop.epoch_loop.batch_progress.is_last_batch:
+            self._check_trained()  # before validating a model that trained on nothing
         self.stats["val"].reset()
 
     def on_test_epoch_start(self) -> None:
         self.stats["test"].reset()
 
+    def _check_trained(self) -> None:
+        """An epoch whose training loop ended without one trained batch is an error, not a
+        success: every batch failed, or the loader had nothing (a spent one-shot iterator)."""
+        if self.stats["train"].count:
+            return
+        failed = [s for s in self.skip_budget.skipped if s.epoch == self.current_epoch]
+        why = (f"all {len(failed)} of its batches failed (the first with {failed[0].reason})" if failed else
+               "the training loader yielded no batch (a one-shot iterator is empty after the first epoch)")
+        raise BzError(f"epoch {self.current_epoch + 1} trained no batch: {why}")
+
     def on_train_epoch_end(self) -> None:
+        self._check_trained()
         self._log_split("train")
         if self.skip_budget.skipped:
             # Every process skips the same steps (a batch failing on one is skipped by all):
@@ -335,8 +327,14 @@ class BzModule(pl.LightningModule):
             self.log("skipped_batches", float(self.skipped_batches), sync_dist=True, reduce_fx="max")
 
     def on_validation_epoch_end(self) -> None:
-        if not self.trainer.sanity_checking:
-            self._log_split("val")
+        if self.trainer.sanity_checking:
+            return
+        val = self.stats["val"]
+        if val.count and val.nonfinite_batches:
+            self._warn(f"epoch {self.current_epoch + 1}: {val.nonfinite_batches} of {val.count} validation batches "
+                       "gave a NaN or infinite loss (non-finite validation data, or a model that overflows on it); "
+                       "val_loss is not finite")
+        self._log_split("val")
 
     def on_test_epoch_end(self) -> None:
         self._log_split("test")

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import logging
-import math
 import time
 import warnings
 from collections.abc import Iterable, Mapping, Sequence
@@ -13,7 +12,8 @@ from typing import TYPE_CHECKING, Any
 import torch
 from torch import nn
 
-from bz_lightning.context import PluginContext, mean
+from bz_lightning._run import as_list, code_objects, debug_options, describe_call, result_of, reuse, stored_fields
+from bz_lightning.context import PluginContext
 from bz_lightning.errors import BzConfigError
 from bz_lightning.plugins.base import Plugin
 
@@ -55,8 +55,9 @@ class TrainingResult:
             ``compute_training_signature``).
         checkpoint_dir: where this run's checkpoints went, or ``None``.
         resumed_from: the checkpoint this run continued from, or ``None``.
-        reused: ``True`` when the run had already finished: nothing trained, and the values
-            come from its ``result.json`` (``module`` and ``lightning_trainer`` are ``None``).
+        reused: ``True`` when the run had already finished: nothing trained, the values come
+            from its ``result.json``, its final weights were loaded into the model, and
+            ``module`` and ``lightning_trainer`` are ``None``.
     """
 
     context: PluginContext
@@ -83,7 +84,8 @@ class TrainingResult:
         """All final values flat: ``train_loss``, ``val_loss``, ``train_<m>``, ``val_<m>``."""
         values = {"train_loss": self.training_loss}
         values.update({f"train_{k}": v for k, v in self.training_metrics.items()})
-        if not math.isnan(self.validation_loss):  # NaN: no validation batches ran
+        # Whether validation ran, from its batch count: a NaN val_loss is a value to show.
+        if self.context.validation_batch_count:
             values["val_loss"] = self.validation_loss
             values.update({f"val_{k}": v for k, v in self.validation_metrics.items()})
         return values
@@ -148,8 +150,11 @@ class Trainer:
         Args:
             model: the network to train.
             optimizer: an optimizer over ``model``'s parameters, or a factory taking them.
-            loss_fn: ``loss_fn(preds, targets) -> scalar tensor``.
-            training_loader: yields ``(inputs, targets)`` batches.
+            loss_fn: ``loss_fn(preds, targets) -> scalar tensor`` (an instance such as
+                ``nn.CrossEntropyLoss()``, not the class).
+            training_loader: yields ``(inputs, targets)`` batches, anew for every epoch (a
+                one-shot iterator such as a generator is refused when ``epochs > 1`` or
+                checkpointing is on).
             validation_loader: optional; without it the validation stages do not fire.
             device: ``"auto"``, ``"cpu"``, ``"cuda"``, ``"cuda:N"``, ``"mps"`` or a ``torch.device``.
             epochs: how many epochs to train (>= 1).
@@ -158,7 +163,8 @@ class Trainer:
             checkpoint_interval: also write ``epoch-N.ckpt`` every N epochs (0: only
                 ``last.ckpt``). Checkpointing is on when this is > 0 or ``checkpoint_dir`` or
                 ``runs_root`` is given; then ``last.ckpt`` is written at every epoch end and on
-                SIGTERM. See "Resuming and preemption" in the README.
+                SIGTERM, and a finished run is recorded so that the same call returns its
+                result without training. See "Resuming and preemption" in the README.
             metrics: ``Metric`` objects, computed on training and validation batches.
             hyperparameters: shown to plugins as ``context.hyperparameters``.
             scheduler: optional LR scheduler (see ``BzModule``).
@@ -172,12 +178,14 @@ class Trainer:
             max_skipped_batches: how many skipped batches a run tolerates (an int), or a
                 fraction of one epoch's batches (a float in (0, 1)); default 10.
             resume: with checkpointing on, ``"auto"`` continues from the newest readable
-                checkpoint of this run (or returns the stored result of a finished run),
+                checkpoint of this run, or returns the stored result of a finished run (its
+                final weights loaded into ``model``, ``TrainingResult.reused`` set);
                 ``"never"`` starts fresh (in a new ``<dir>-N`` sibling if old checkpoints
-                exist, which are kept), ``"must"`` raises if there is nothing to continue.
+                exist, which are kept); ``"must"`` raises if there is nothing to continue.
             runs_root: the root of per-signature run directories (default ``runs``).
-            config: the resolved run configuration; it defines the signature (with the
-                model, optimizer and loss). Without it ``hyperparameters`` does.
+            config: the resolved run configuration; with the call's other arguments, the
+                user's code and the data it defines the signature. Without it
+                ``hyperparameters`` does.
             on_checkpoint_error: ``"log"`` (default): a checkpoint write that fails
                 (``OSError``, e.g. a full disk, or ``BzCheckpointError``) is logged with the
                 path and the error, the file there stays the last good checkpoint, the
@@ -185,12 +193,15 @@ class Trainer:
                 training goes on; ``"raise"``: the error stops the run.
             **lightning_kwargs: passed to ``lightning.Trainer`` (``precision``,
                 ``gradient_clip_val``, ``accumulate_grad_batches``, ``deterministic``,
-                ``logger``, ``enable_progress_bar``, ...).
+                ``logger``, ``enable_progress_bar``, ...). A debug option
+                (``fast_dev_run``, ``overfit_batches``, ``limit_*_batches``) makes this a
+                debug run: nothing is checkpointed, stored or reused.
 
         Raises:
             BzConfigError: for bad arguments, before anything trains.
             NonFiniteLossError: a NaN/Inf loss under ``on_nonfinite_loss="raise"``.
-            BzError: more skipped batches than ``max_skipped_batches`` allows.
+            BzError: more skipped batches than ``max_skipped_batches`` allows, or an epoch
+                in which no batch trained.
             BzPluginError: a plugin failed under ``plugin_errors="raise"``.
             BzCheckpointError: ``resume="must"`` found nothing to continue from, or the
                 checkpoint directory holds another signature's checkpoints.
@@ -200,54 +211,147 @@ class Trainer:
             Interrupted: the same for Ctrl-C, with code 130 (a ``Preempted``). A second
                 Ctrl-C stops at once without saving: ``SystemExit(130)``.
         """
-        import lightning.pytorch as pl
-        from lightning.pytorch.utilities.exceptions import SIGTERMException
-
-        from bz_lightning._batch_guard import guard_loader
         from bz_lightning._check_args import check_train_args
         from bz_lightning.bridge import LifecycleCallback
-        from bz_lightning.module import BzModule
 
+        checkpointing = bool(checkpoint_interval or checkpoint_dir is not None or runs_root is not None)
         check_train_args(
             model=model, optimizer=optimizer, loss_fn=loss_fn, training_loader=training_loader,
             validation_loader=validation_loader, epochs=epochs, checkpoint_interval=checkpoint_interval,
-            metrics=metrics,
+            metrics=metrics, checkpointing=checkpointing,
         )
         device_args = lightning_device_args(device)
         if on_checkpoint_error not in ("log", "raise"):
             raise BzConfigError(f"on_checkpoint_error must be 'log' or 'raise', got {on_checkpoint_error!r}")
-        checkpoints: RunCheckpoints | None = None
-        if checkpoint_interval or checkpoint_dir is not None or runs_root is not None:
-            from bz_lightning.checkpointing.run import RunCheckpoints
+        user_callbacks = [*callbacks, *lightning_kwargs.pop("callbacks", [])]
 
-            checkpoints = RunCheckpoints.open(
-                model=model, optimizer=optimizer, loss_fn=loss_fn,
-                config=config if config is not None else {"hyperparameters": hyperparameters or {}},
-                checkpoint_dir=checkpoint_dir, runs_root=runs_root, resume=resume,
-                on_checkpoint_error=on_checkpoint_error,
+        # 1. Plan the run: its signature, what it continues from, or the result it already has.
+        checkpoints = None
+        if checkpointing:
+            checkpoints = self._plan(
+                model=model, optimizer=optimizer, loss_fn=loss_fn, training_loader=training_loader,
+                validation_loader=validation_loader, device=device, epochs=epochs, compile=compile,
+                metrics=metrics, hyperparameters=hyperparameters, scheduler=scheduler, callbacks=user_callbacks,
+                policies={"plugin_errors": plugin_errors, "on_batch_error": on_batch_error,
+                          "on_nonfinite_loss": on_nonfinite_loss, "max_skipped_batches": max_skipped_batches},
+                checkpoint_dir=checkpoint_dir, runs_root=runs_root, resume=resume, config=config,
+                lightning_kwargs=lightning_kwargs, on_checkpoint_error=on_checkpoint_error,
             )
-            stored = checkpoints.finished_result(epochs)
-            if stored is not None:
-                return _stored_result(stored, checkpoints)
+            if checkpoints is not None:
+                reused = reuse(checkpoints, model)
+                if reused is not None:
+                    return reused
 
-        module = BzModule(
-            model, loss_fn, optimizer, scheduler, metrics, compile=compile, hyperparameters=hyperparameters,
-            on_batch_error=on_batch_error, on_nonfinite_loss=on_nonfinite_loss,
-            max_skipped_batches=max_skipped_batches,
-        )
-        if on_batch_error == "skip":
-            training_loader = guard_loader(training_loader)
+        # 2. Build the module, the loaders and the callbacks.
+        module = self._build_module(model, loss_fn, optimizer, scheduler, metrics, compile=compile,
+                                    hyperparameters=hyperparameters, on_batch_error=on_batch_error,
+                                    on_nonfinite_loss=on_nonfinite_loss, max_skipped_batches=max_skipped_batches)
+        loader = self._training_loader(training_loader, module, checkpoints, guard=on_batch_error == "skip")
         bridge = LifecycleCallback(self.plugins, hyperparameters=hyperparameters, plugin_errors=plugin_errors)
-        first: list[pl.Callback] = []
-        last: list[pl.Callback] = []
-        user_callbacks = list(lightning_kwargs.pop("callbacks", []))
-        for callback in callbacks:
+        lightning_trainer = self._lightning_trainer(bridge, user_callbacks, checkpoints, checkpoint_interval,
+                                                    max_epochs=epochs, device_args=device_args,
+                                                    lightning_kwargs=lightning_kwargs)
+
+        # 3. Fit.
+        duration = self._fit(lightning_trainer, module, loader, validation_loader, checkpoints)
+
+        # 4. Record it.
+        result = result_of(bridge, module, lightning_trainer, duration)
+        if checkpoints is not None:
+            result.signature = checkpoints.signature
+            result.checkpoint_dir = str(checkpoints.directory)
+            result.resumed_from = checkpoints.ckpt_path
+            result.checkpoint_failures = checkpoints.writes.failures  # the final records' writes join it
+            if lightning_trainer.is_global_zero:
+                checkpoints.store_result(stored_fields(result, epochs), model.state_dict())
+        return result
+
+    # ------------------------------------------------------------------ the steps
+    def _plan(
+        self,
+        *,
+        model: nn.Module,
+        optimizer: OptimizerLike,
+        loss_fn: Any,
+        training_loader: Iterable[Any],
+        validation_loader: Iterable[Any] | None,
+        device: str | torch.device,
+        epochs: int,
+        compile: bool,
+        metrics: Sequence[Metric],
+        hyperparameters: Mapping[str, Any] | None,
+        scheduler: SchedulerLike | None,
+        callbacks: Sequence[Any],
+        policies: Mapping[str, Any],
+        checkpoint_dir: str | None,
+        runs_root: str | None,
+        resume: ResumeMode,
+        config: Mapping[str, Any] | None,
+        lightning_kwargs: Mapping[str, Any],
+        on_checkpoint_error: CheckpointErrorPolicy,
+    ) -> RunCheckpoints | None:
+        """The run's checkpoints (its signature and resume plan), or ``None`` for a debug
+        run, which is neither stored nor answered from storage."""
+        from bz_lightning.checkpointing.fingerprint import data_fingerprint
+        from bz_lightning.checkpointing.run import RunCheckpoints
+
+        debug = debug_options(lightning_kwargs)
+        if debug:
+            shown = ", ".join(f"{k}={v!r}" for k, v in debug.items())
+            if resume == "must":
+                raise BzConfigError(f"resume='must' but this is a debug run ({shown}), which is never stored or "
+                                    "resumed; drop the debug option or use resume='auto'")
+            self.logger.info("debug run (%s): no checkpoints, nothing stored, no stored result reused", shown)
+            return None
+        call = describe_call(
+            epochs=epochs, device=device, compile=compile, metrics=metrics, scheduler=scheduler,
+            plugins=self.plugins, callbacks=callbacks, policies=policies, lightning_kwargs=lightning_kwargs,
+            hyperparameters=hyperparameters if config is None else None,
+        )
+        code = code_objects(scheduler=scheduler, metrics=metrics, plugins=self.plugins, callbacks=callbacks,
+                            loaders=(training_loader, validation_loader))
+        data = {"training": data_fingerprint(training_loader), "validation": data_fingerprint(validation_loader)}
+        return RunCheckpoints.open(
+            model=model, optimizer=optimizer, loss_fn=loss_fn, config=config or {}, call=call, data=data,
+            code=code, checkpoint_dir=checkpoint_dir, runs_root=runs_root, resume=resume,
+            on_checkpoint_error=on_checkpoint_error,
+        )
+
+    @staticmethod
+    def _build_module(model: nn.Module, loss_fn: Any, optimizer: OptimizerLike, scheduler: SchedulerLike | None,
+                      metrics: Sequence[Metric], **options: Any) -> BzModule:
+        from bz_lightning.module import BzModule
+
+        return BzModule(model, loss_fn, optimizer, scheduler, metrics, **options)
+
+    @staticmethod
+    def _training_loader(loader: Iterable[Any], module: BzModule, checkpoints: RunCheckpoints | None, *,
+                         guard: bool) -> Iterable[Any]:
+        """The training loader as Lightning gets it: failed batches caught (``guard``) and,
+        with checkpoints, each epoch's start recorded for exact mid-epoch resume."""
+        from bz_lightning._batch_guard import guard_loader
+
+        if guard:
+            loader = guard_loader(loader, module.loader_ended_early)
+        return checkpoints.wrap_loader(loader) if checkpoints is not None else loader
+
+    @staticmethod
+    def _lightning_trainer(bridge: LifecycleCallback, user_callbacks: Sequence[Any],
+                           checkpoints: RunCheckpoints | None, checkpoint_interval: int, *, max_epochs: int,
+                           device_args: Mapping[str, Any], lightning_kwargs: Mapping[str, Any]) -> pl.Trainer:
+        """A ``lightning.Trainer`` with bz's callbacks around the user's: ``epoch-N.ckpt``
+        first, then the bridge (which adapts Keras-style callbacks), the user's Lightning
+        callbacks, and ``last.ckpt`` last."""
+        import lightning.pytorch as pl
+
+        lightning_callbacks = []
+        for callback in user_callbacks:
             if isinstance(callback, pl.Callback):
-                user_callbacks.append(callback)
+                lightning_callbacks.append(callback)
             else:
                 bridge.add_callback(callback)
         options: dict[str, Any] = {
-            "max_epochs": epochs,
+            "max_epochs": max_epochs,
             "logger": False,
             "enable_checkpointing": False,
             "enable_progress_bar": False,
@@ -257,14 +361,20 @@ class Trainer:
             **device_args,
             **lightning_kwargs,
         }
+        first: list[pl.Callback] = []
+        last: list[pl.Callback] = []
         if checkpoints is not None:
-            training_loader = checkpoints.wrap_loader(training_loader)
             first, last = checkpoints.callbacks(bridge, checkpoint_interval)
             # The same list the writes append to, for the end-of-run summary.
             bridge.context.extra["checkpoint_failures"] = checkpoints.writes.failures
-            options["plugins"] = [checkpoints.checkpoint_io(), *_as_list(lightning_kwargs.get("plugins"))]
-        options["callbacks"] = [*first, bridge, *user_callbacks, *last]
-        lightning_trainer = pl.Trainer(**options)
+            options["plugins"] = [checkpoints.checkpoint_io(), *as_list(lightning_kwargs.get("plugins"))]
+        options["callbacks"] = [*first, bridge, *lightning_callbacks, *last]
+        return pl.Trainer(**options)
+
+    def _fit(self, lightning_trainer: pl.Trainer, module: BzModule, loader: Iterable[Any],
+             validation_loader: Iterable[Any] | None, checkpoints: RunCheckpoints | None) -> float:
+        """Run ``fit``; return its wall time. SIGTERM ends it with ``Preempted`` (exit 143)."""
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         started = time.perf_counter()
         with warnings.catch_warnings():
@@ -276,7 +386,7 @@ class Trainer:
             # bz's loader wrapper resumes mid-epoch exactly (see checkpointing.rng).
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
             try:
-                lightning_trainer.fit(module, training_loader, validation_loader,
+                lightning_trainer.fit(module, loader, validation_loader,
                                       ckpt_path=checkpoints.ckpt_path if checkpoints else None)
             except SIGTERMException:
                 # SIGTERM before bz's handler was installed: Lightning would exit with 0.
@@ -294,20 +404,13 @@ class Trainer:
 
                     raise SystemExit(INTERRUPTED_EXIT_CODE) from stop.__context__
                 raise
-        result = _result(bridge, module, lightning_trainer, time.perf_counter() - started)
-        if lightning_trainer.world_size > 1 and torch.distributed.is_initialized():
-            # Lightning leaves the process group up after fit; left to interpreter exit, gloo
-            # sometimes aborts the finished process ("terminate called without an active
-            # exception", exit -6). A later fit in this process starts a new one.
-            torch.distributed.destroy_process_group()
-        if checkpoints is not None:
-            result.signature = checkpoints.signature
-            result.checkpoint_dir = str(checkpoints.directory)
-            result.resumed_from = checkpoints.ckpt_path
-            result.checkpoint_failures = checkpoints.writes.failures  # result.json's write joins it
-            if lightning_trainer.is_global_zero:
-                checkpoints.store_result(_stored_fields(result, epochs))
-        return result
+            finally:
+                if lightning_trainer.world_size > 1 and torch.distributed.is_initialized():
+                    # Lightning leaves the process group up after fit; left to interpreter
+                    # exit, gloo sometimes aborts the finished process ("terminate called
+                    # without an active exception", exit -6). A later fit starts a new one.
+                    torch.distributed.destroy_process_group()
+        return time.perf_counter() - started
 
 
 def lightning_device_args(device: str | torch.device) -> dict[str, Any]:
@@ -340,60 +443,3 @@ def lightning_device_args(device: str | torch.device) -> dict[str, Any]:
             raise BzConfigError("device='mps' but MPS is not available on this machine; use 'cpu' or 'auto'")
         return {"accelerator": "mps", "devices": 1}
     raise BzConfigError(f"device must be {allowed}, got {device!r}")
-
-
-def _result(bridge: LifecycleCallback, module: BzModule, trainer: pl.Trainer, duration: float) -> TrainingResult:
-    ctx = bridge.context
-    return TrainingResult(
-        context=ctx,
-        training_metrics=dict(ctx.training_metrics),
-        validation_metrics=dict(ctx.validation_metrics),
-        # The context's totals are summed over processes under DDP; the module's are local.
-        training_loss=mean(ctx.training_loss_total, ctx.training_batch_count),
-        validation_loss=mean(ctx.validation_loss_total, ctx.validation_batch_count),
-        epochs_completed=trainer.current_epoch,
-        stopped_early=trainer.should_stop,
-        plugin_failures=list(bridge.failures),
-        skipped_batches=list(module.skip_budget.skipped),
-        warnings=module.run_warnings,
-        module=module,
-        lightning_trainer=trainer,
-        duration_s=duration,
-    )
-
-
-def _as_list(value: Any) -> list[Any]:
-    if value is None:
-        return []
-    return list(value) if isinstance(value, (list, tuple)) else [value]
-
-
-def _stored_fields(result: TrainingResult, epochs: int) -> dict[str, Any]:
-    """What ``result.json`` keeps of a finished run."""
-    return {
-        "epochs": epochs,
-        "epochs_completed": result.epochs_completed,
-        "stopped_early": result.stopped_early,
-        "metrics": result.metrics,
-        "training_metrics": result.training_metrics,
-        "validation_metrics": result.validation_metrics,
-        "training_loss": result.training_loss,
-        "validation_loss": result.validation_loss,
-    }
-
-
-def _stored_result(stored: Mapping[str, Any], checkpoints: RunCheckpoints) -> TrainingResult:
-    """The ``TrainingResult`` of a run that had already finished: nothing was trained."""
-    return TrainingResult(
-        context=PluginContext(epoch=max(int(stored.get("epochs_completed", 1)) - 1, 0)),
-        training_metrics=dict(stored.get("training_metrics", {})),
-        validation_metrics=dict(stored.get("validation_metrics", {})),
-        training_loss=float(stored.get("training_loss", float("nan"))),
-        validation_loss=float(stored.get("validation_loss", float("nan"))),
-        epochs_completed=int(stored.get("epochs_completed", 0)),
-        stopped_early=bool(stored.get("stopped_early", False)),
-        signature=checkpoints.signature,
-        checkpoint_dir=str(checkpoints.directory),
-        resumed_from=checkpoints.ckpt_path,
-        reused=True,
-    )

@@ -1,8 +1,10 @@
 """A tiny training run for the kill/resume subprocess tests (tests/test_resume_kill.py).
 
-    python _resume_script.py train CKPT_DIR OUT EPOCHS [--slow S] [--interval N]
+    python _resume_script.py train CKPT_DIR OUT EPOCHS [--slow S] [--interval N] [--kill-at-end 1]
         Trains with Trainer.train (shuffle=True, dropout, Adam, checkpoint_dir=CKPT_DIR,
-        resume="auto") and saves the final model and optimizer state to OUT.
+        resume="auto") and saves the final model and optimizer state to OUT, and the
+        result's metrics to OUT.json. --kill-at-end: SIGKILL itself when the session ends,
+        after the last checkpoint and before the run's result is recorded.
     python _resume_script.py writer CKPT_DIR
         Imports once, then for every "go" line on stdin forks a child that trains with
         frequent, large checkpoints until it is killed; prints "child PID" and, once the
@@ -11,8 +13,10 @@
 
 from __future__ import annotations
 
+import json
 import logging
 import os
+import signal
 import sys
 import time
 import warnings
@@ -38,8 +42,21 @@ class Slow(Plugin):
         if context.epoch == 1 and context.extra.get("batch_index") == 2 and not os.path.exists(self.marker):
             open(self.marker, "w").close()
 
+    def run_signature(self):
+        return None  # it only slows the run down
 
-def train(ckpt_dir: str, out: str, epochs: int, slow: float, interval: int) -> None:
+
+class KillAtEnd(Plugin):
+    """SIGKILL at the end of the session: the last checkpoint is written, the result is not."""
+
+    def end_training_session(self, context) -> None:
+        os.kill(os.getpid(), signal.SIGKILL)
+
+    def run_signature(self):
+        return None
+
+
+def train(ckpt_dir: str, out: str, epochs: int, slow: float, interval: int, kill_at_end: bool = False) -> None:
     torch.manual_seed(0)
     gen = torch.Generator().manual_seed(1)
     x = torch.randn(64, 6, generator=gen)
@@ -50,9 +67,13 @@ def train(ckpt_dir: str, out: str, epochs: int, slow: float, interval: int) -> N
     trainer = Trainer()
     if slow:
         trainer.add_plugin(Slow(slow, os.path.join(os.path.dirname(out), "marker")))
-    trainer.train(model, optimizer, nn.CrossEntropyLoss(), loader, device="cpu", epochs=epochs, compile=False,
-                  checkpoint_interval=interval, checkpoint_dir=ckpt_dir)
+    if kill_at_end:
+        trainer.add_plugin(KillAtEnd())
+    result = trainer.train(model, optimizer, nn.CrossEntropyLoss(), loader, device="cpu", epochs=epochs,
+                           compile=False, checkpoint_interval=interval, checkpoint_dir=ckpt_dir)
     torch.save({"model": model.state_dict(), "optimizer": optimizer.state_dict()}, out)
+    with open(out + ".json", "w") as f:
+        json.dump({"metrics": result.metrics, "epochs": result.epochs_completed, "reused": result.reused}, f)
 
 
 def writer(ckpt_dir: str) -> None:
@@ -82,6 +103,7 @@ if __name__ == "__main__":
     mode, *args = sys.argv[1:]
     if mode == "train":
         options = dict(zip(args[3::2], args[4::2]))
-        train(args[0], args[1], int(args[2]), float(options.get("--slow", 0)), int(options.get("--interval", 1)))
+        train(args[0], args[1], int(args[2]), float(options.get("--slow", 0)), int(options.get("--interval", 1)),
+              bool(int(options.get("--kill-at-end", 0))))
     else:
         writer(args[0])

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
 import warnings
 from pathlib import Path
 
@@ -13,6 +14,7 @@ from torch import nn
 from torch.utils.data import DataLoader, TensorDataset
 
 from bz_lightning.metrics import Metric
+from bz_lightning.plugins import Plugin
 
 N_FEATURES = 6
 N_CLASSES = 3
@@ -71,6 +73,25 @@ class CountingAccuracy(Metric):
 
     def compute(self) -> float:
         return self.correct / self.total
+
+
+class TermAt(Plugin):
+    """Sends this process SIGTERM, as a scheduler's preemption would (bz's handler saves
+    last.ckpt, then raises Preempted), at ``stage`` of ``epoch`` (from 0); for batch stages,
+    at batch ``batch``."""
+
+    def __init__(self, epoch: int, stage: str = "end_training_batch", batch: int = 0) -> None:
+        super().__init__()
+        self.at = (epoch, stage, batch)
+        setattr(self, stage, self._maybe_term)
+
+    def _maybe_term(self, context) -> None:
+        epoch, stage, batch = self.at
+        if context.epoch == epoch and ("batch" not in stage or context.extra["batch_index"] == batch):
+            os.kill(os.getpid(), signal.SIGTERM)
+
+    def run_signature(self):
+        return None  # interrupting a run does not make it another run
 
 
 @pytest.fixture

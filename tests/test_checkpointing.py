@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import os
+import re
 from pathlib import Path
 
 import numpy as np
@@ -20,6 +21,7 @@ from bz_lightning import BzCheckpointError, BzConfigError, Trainer, compute_trai
 from bz_lightning.checkpointing import (
     CHECKPOINT_VERSION,
     AtomicCheckpointIO,
+    Preempted,
     find_latest_checkpoint_epoch,
     load_checkpoint,
     plan_resume,
@@ -28,7 +30,7 @@ from bz_lightning.checkpointing import (
 )
 from bz_lightning.plugins import Plugin
 from bz_lightning.plugins.early_stopping import EarlyStoppingPlugin
-from conftest import make_dataset, make_model
+from conftest import TermAt, make_dataset, make_model
 
 # ----------------------------------------------------------------------------- signature
 BASE = {
@@ -44,8 +46,6 @@ BASE = {
 }
 
 SAME = {
-    "epochs": ("epochs", 50),
-    "trainer.max_epochs": ("trainer.max_epochs", 50),
     "paths.output_dir": ("paths.output_dir", "outputs/train/runs/2025-02-02_11-11-11"),
     "resume": ("resume", "never"),
     "print_config": ("print_config", False),
@@ -56,6 +56,9 @@ SAME = {
     "task_name": ("task_name", "other"),
 }
 DIFFERENT = {
+    # A 2-epoch run is not the first half of a 50-epoch one (a cosine schedule's T_max...).
+    "epochs": ("epochs", 50),
+    "trainer.max_epochs": ("trainer.max_epochs", 50),
     "lr": ("optimizer.lr", 0.01),
     "optimizer class": ("optimizer._target_", "torch.optim.SGD"),
     "model width": ("model.hidden", 128),
@@ -88,6 +91,15 @@ def test_signature_ignores_what_does_not_change_the_result(key, value) -> None:
 @pytest.mark.parametrize("key, value", DIFFERENT.values(), ids=list(DIFFERENT))
 def test_signature_changes_with_what_defines_the_run(key, value) -> None:
     assert _signature(_with(key, value)) != _signature()
+
+
+def test_the_readme_lists_exactly_the_ignored_keys() -> None:
+    from bz_lightning.checkpointing import IGNORED_CONFIG_KEYS
+
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme.split("### What defines a run: the signature", 1)[1].split("Everything else counts", 1)[0]
+    listed = section.split("(`bz_lightning.checkpointing.IGNORED_CONFIG_KEYS`):", 1)[1]
+    assert set(re.findall(r"`(\w+)`", listed)) == set(IGNORED_CONFIG_KEYS)
 
 
 def test_signature_covers_objects_but_never_weights() -> None:
@@ -125,6 +137,26 @@ def test_atomic_io_writes_through_a_temp_file_in_the_destination_directory(tmp_p
     assert [p.name for p in target.parent.iterdir()] == ["last.ckpt"]
 
 
+def test_a_write_that_fails_midway_leaves_the_old_file_whole(tmp_path) -> None:
+    """What a full disk does to a write: some bytes land, then ENOSPC."""
+    import errno
+
+    from bz_lightning._atomic import atomic_write_bytes, write_json
+    from bz_lightning.errors import BzDiskFullError
+
+    path = tmp_path / "metrics.json"
+    write_json(path, {"old": 1})
+
+    def half_then_full(f) -> None:
+        f.write(b'{"new": ')
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with pytest.raises(BzDiskFullError, match=f"no space left on {path} ") as raised:
+        atomic_write_bytes(path, half_then_full)
+    assert isinstance(raised.value, OSError) and raised.value.errno == errno.ENOSPC
+    assert path.read_text() == '{\n  "old": 1\n}\n' and [p.name for p in tmp_path.iterdir()] == ["metrics.json"]
+
+
 def test_stale_temp_files_are_removed_at_start(tmp_path, train_loader) -> None:
     ckpt = tmp_path / "ckpt"
     ckpt.mkdir()
@@ -145,6 +177,9 @@ class Recorder(Plugin):
     def load_checkpoint(self, context) -> None:
         self.loaded_at.append(context.epoch)
 
+    def run_signature(self):
+        return None  # it only records: the same run with or without it
+
 
 def _train(loader, ckpt_dir, epochs=2, plugins=(), model=None, **kwargs):
     model = model if model is not None else make_model()
@@ -157,6 +192,12 @@ def _train(loader, ckpt_dir, epochs=2, plugins=(), model=None, **kwargs):
     return model, result
 
 
+def _preempted(loader, ckpt_dir, term: TermAt, **kwargs) -> None:
+    """A run stopped by a real SIGTERM, as a scheduler's preemption stops it."""
+    with pytest.raises(Preempted):
+        _train(loader, ckpt_dir, plugins=[term, *kwargs.pop("plugins", ())], **kwargs)
+
+
 def test_every_file_written_loads_with_weights_only(tmp_path, train_loader, val_loader) -> None:
     hyper = {"cfg": OmegaConf.create({"lr": 0.1}), "np": np.float64(1.5)}
     early = EarlyStoppingPlugin({"patience": 5, "verbose": False})
@@ -164,11 +205,12 @@ def test_every_file_written_loads_with_weights_only(tmp_path, train_loader, val_
     _train(train_loader, tmp_path / "ckpt", epochs=2, plugins=[early], checkpoint_interval=1,
            hyperparameters=hyper, scheduler=scheduler, validation_loader=val_loader)
     files = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
-    assert files == ["epoch-1.ckpt", "epoch-2.ckpt", "last.ckpt", "result.json"]
+    assert files == ["epoch-1.ckpt", "epoch-2.ckpt", "final-weights.pt", "last.ckpt", "result.json"]
     for name in files[:-1]:
         checkpoint = torch.load(tmp_path / "ckpt" / name, weights_only=True)
-        assert checkpoint["bz_checkpoint_version"] == CHECKPOINT_VERSION
-        assert checkpoint["bz_signature"] and checkpoint["optimizer_states"] and checkpoint["lr_schedulers"]
+        assert checkpoint["bz_checkpoint_version"] == CHECKPOINT_VERSION and checkpoint["bz_signature"]
+        if name != "final-weights.pt":
+            assert checkpoint["optimizer_states"] and checkpoint["lr_schedulers"]
     assert find_latest_checkpoint_epoch(tmp_path / "ckpt") == 2
 
 
@@ -176,7 +218,7 @@ def test_latest_checkpoint_epoch_counts_last_ckpt(tmp_path, train_loader) -> Non
     """With checkpoint_interval=0 only last.ckpt exists; with an interval, last.ckpt may be
     newer than the newest epoch-N.ckpt."""
     _train(train_loader, tmp_path / "last_only", epochs=2)
-    assert sorted(p.name for p in (tmp_path / "last_only").iterdir()) == ["last.ckpt", "result.json"]
+    assert sorted(p.name for p in (tmp_path / "last_only").iterdir()) == ["final-weights.pt", "last.ckpt", "result.json"]
     assert find_latest_checkpoint_epoch(tmp_path / "last_only") == 2
     _train(train_loader, tmp_path / "both", epochs=3, checkpoint_interval=2)
     assert find_latest_checkpoint_epoch(tmp_path / "both") == 3
@@ -185,36 +227,56 @@ def test_latest_checkpoint_epoch_counts_last_ckpt(tmp_path, train_loader) -> Non
     assert find_latest_checkpoint_epoch(tmp_path / "none") is None
 
 
-def test_rerun_resumes_fires_load_checkpoint_and_raising_epochs_continues(tmp_path, train_loader, caplog) -> None:
-    _, first = _train(train_loader, tmp_path / "ckpt", epochs=2)
-    assert first.resumed_from is None and first.epochs_completed == 2
+def test_rerun_reuses_a_finished_run_loudly_with_its_weights(tmp_path, train_loader, caplog) -> None:
+    trained, first = _train(train_loader, tmp_path / "ckpt", epochs=2)
+    assert first.resumed_from is None and first.epochs_completed == 2 and not first.reused
+    fresh = make_model(seed=5)
+    with caplog.at_level(logging.WARNING, logger="bz_lightning"):
+        _, again = _train(train_loader, tmp_path / "ckpt", epochs=2, model=fresh, plugins=[Recorder()])
+    assert again.reused and again.epochs_completed == 2 and again.module is None
+    assert again.metrics == first.metrics and again.context.training_batch_count == 3
+    # The caller's model holds the run's final weights, not its own untrained ones.
+    for (name, a), b in zip(trained.state_dict().items(), fresh.state_dict().values()):
+        assert torch.equal(a, b), name
+    (message,) = [r.getMessage() for r in caplog.records if "reusing the finished run" in r.getMessage()]
+    assert first.signature in message and "resume='never'" in message and "result.json" in message
+
+
+def test_more_epochs_is_another_run_and_an_explicit_directory_says_what_changed(tmp_path, train_loader) -> None:
+    _, two = _train(train_loader, None, epochs=2, runs_root=str(tmp_path / "runs"))
+    _, three = _train(train_loader, None, epochs=3, runs_root=str(tmp_path / "runs"))
+    assert three.signature != two.signature and not three.reused and three.resumed_from is None
+    assert three.epochs_completed == 3
+    _train(train_loader, tmp_path / "ckpt", epochs=2)
+    with pytest.raises(BzCheckpointError, match="belongs to a run with signature .*: the call changed; "
+                                                "pass resume='never'"):
+        _train(train_loader, tmp_path / "ckpt", epochs=3)
+
+
+def test_preempted_run_resumes_and_fires_load_checkpoint(tmp_path, train_loader, caplog) -> None:
+    _preempted(train_loader, tmp_path / "ckpt", TermAt(1, "end_epoch"), epochs=3)  # after epoch 2's last.ckpt
     recorder = Recorder()
-    _, again = _train(train_loader, tmp_path / "ckpt", epochs=2, plugins=[recorder])
-    assert again.reused and again.epochs_completed == 2 and recorder.loaded_at == []
-    assert again.training_loss == pytest.approx(first.training_loss)
     with caplog.at_level(logging.INFO, logger="bz_lightning"):
         _, more = _train(train_loader, tmp_path / "ckpt", epochs=3, plugins=[recorder])
-    assert more.epochs_completed == 3 and more.resumed_from.endswith("last.ckpt")
+    assert more.epochs_completed == 3 and more.resumed_from.endswith("last.ckpt") and not more.reused
     assert recorder.loaded_at == [2]
     assert any("resuming run" in r.message and "last.ckpt (epoch 2 done)" in r.message for r in caplog.records)
 
 
 def test_resume_matches_an_uninterrupted_run(tmp_path) -> None:
     loader = DataLoader(make_dataset(48), batch_size=16, shuffle=True)
-    torch.manual_seed(7)
     whole, _ = _train(loader, tmp_path / "a", epochs=3)
-    torch.manual_seed(7)
-    _train(loader, tmp_path / "b", epochs=1)
-    torch.manual_seed(99)  # the re-run's own RNG state must not matter
-    resumed, result = _train(loader, tmp_path / "b", epochs=3)
+    _preempted(loader, tmp_path / "b", TermAt(0, "end_epoch"), epochs=3)
+    model = make_model()  # (seeds torch with 0, as the uninterrupted run's model did)
+    torch.manual_seed(99)  # the re-run's own RNG state must not matter: the checkpoint's is restored
+    resumed, result = _train(loader, tmp_path / "b", epochs=3, model=model)
     assert result.resumed_from is not None
     for (name, a), b in zip(whole.state_dict().items(), resumed.state_dict().values()):
         assert torch.equal(a, b), name
 
 
 def test_corrupt_last_ckpt_falls_back_to_the_newest_readable(tmp_path, train_loader, caplog) -> None:
-    _train(train_loader, tmp_path / "ckpt", epochs=2, checkpoint_interval=1)
-    (tmp_path / "ckpt" / "result.json").unlink()
+    _preempted(train_loader, tmp_path / "ckpt", TermAt(2, "start_training_batch"), epochs=3, checkpoint_interval=1)
     last = tmp_path / "ckpt" / "last.ckpt"
     last.write_bytes(last.read_bytes()[:1000])
     with caplog.at_level(logging.ERROR, logger="bz_lightning"):
@@ -234,9 +296,9 @@ def test_resume_never_starts_fresh_beside_old_checkpoints(tmp_path, train_loader
     _, fresh = _train(train_loader, tmp_path / "ckpt", epochs=1, resume="never")
     assert fresh.resumed_from is None and fresh.checkpoint_dir == str(tmp_path / "ckpt-1")
     assert (tmp_path / "ckpt" / "last.ckpt").read_bytes() == before
-    # auto now continues the newest attempt
-    _, later = _train(train_loader, tmp_path / "ckpt", epochs=2, resume="must")
-    assert later.resumed_from == str(tmp_path / "ckpt-1" / "last.ckpt")
+    # auto (and must) now continue the newest attempt: here, reuse its result
+    _, later = _train(train_loader, tmp_path / "ckpt", epochs=1, resume="must")
+    assert later.reused and later.checkpoint_dir == str(tmp_path / "ckpt-1")
 
 
 def test_bad_resume_value_and_foreign_signature_are_refused(tmp_path, train_loader) -> None:
@@ -244,7 +306,7 @@ def test_bad_resume_value_and_foreign_signature_are_refused(tmp_path, train_load
         _train(train_loader, tmp_path / "ckpt", resume="always")
     _train(train_loader, tmp_path / "ckpt", epochs=1, hyperparameters={"lr": 0.1})
     with pytest.raises(BzCheckpointError, match="belongs to a run with signature .*resume='never'"):
-        _train(train_loader, tmp_path / "ckpt", epochs=2, hyperparameters={"lr": 0.2})
+        _train(train_loader, tmp_path / "ckpt", epochs=1, hyperparameters={"lr": 0.2})
 
 
 def test_runs_root_gives_a_stable_per_signature_directory(tmp_path, train_loader) -> None:
@@ -258,11 +320,10 @@ def test_early_stopping_state_and_best_weights_survive_resume(tmp_path, train_lo
         return EarlyStoppingPlugin({"patience": 10, "monitor": "val_loss", "verbose": False})
 
     whole = plugin()
-    torch.manual_seed(0)
     _train(train_loader, tmp_path / "a", epochs=4, plugins=[whole], validation_loader=val_loader)
     part1, part2 = plugin(), plugin()
-    torch.manual_seed(0)
-    _train(train_loader, tmp_path / "b", epochs=2, plugins=[part1], validation_loader=val_loader)
+    _preempted(train_loader, tmp_path / "b", TermAt(1, "end_epoch"), epochs=4, plugins=[part1],
+               validation_loader=val_loader)
     _, result = _train(train_loader, tmp_path / "b", epochs=4, plugins=[part2], validation_loader=val_loader)
     assert result.resumed_from is not None
     assert part2.history == whole.history and len(whole.history) == 4

@@ -165,8 +165,8 @@ def test_cli_modules_import_without_a_cycle(tmp_path) -> None:
 
 
 # --------------------------------------------------------- found once the run is composed
-QUICK = ["epochs=1", "trainer.limit_train_batches=2", "trainer.limit_val_batches=1", "plugins=none",
-         "print_config=false", "metrics=none", "hydra.run.dir=run"]
+# Not a debug run (no limit_*_batches): those are never stored or resumed.
+QUICK = ["epochs=1", "data.batch_size=128", "plugins=none", "print_config=false", "metrics=none", "hydra.run.dir=run"]
 
 
 def bz_train(argv: list[str], monkeypatch) -> None:
@@ -182,7 +182,7 @@ def _signature_mismatch(tmp: Path, monkeypatch) -> list[str]:
     checkpoint["bz_signature"] = "0123456789abcdef"
     torch.save(checkpoint, last)
     (last.parent / "result.json").unlink()
-    return ["bz-train", *QUICK, "epochs=2", "hydra.run.dir=run2"]
+    return ["bz-train", *QUICK, "hydra.run.dir=run2"]  # the same run, whose checkpoint now says another
 
 
 def _mnist(tmp: Path, damage: str) -> list[str]:
@@ -353,8 +353,9 @@ def _bz_train_process(args: list[str], cwd: Path, **kwargs) -> subprocess.Popen[
 
 @pytest.mark.slow
 def test_ctrl_c_saves_last_checkpoint_exits_130_and_rerun_continues(tmp_path) -> None:
-    quick = ["plugins=none", "print_config=false", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2"]
-    proc = _bz_train_process([*quick, "epochs=500"], tmp_path)
+    quick = ["plugins=none", "print_config=false", "data.batch_size=256"]
+    command = [*quick, "epochs=100"]  # the same command continues: more epochs would be another run
+    proc = _bz_train_process(command, tmp_path)
     deadline = time.time() + 120
     while not list(tmp_path.glob("runs/*/checkpoints/last.ckpt")) and time.time() < deadline:
         time.sleep(0.2)  # the first epoch ended: training is under way
@@ -365,12 +366,13 @@ def test_ctrl_c_saves_last_checkpoint_exits_130_and_rerun_continues(tmp_path) ->
     (last,) = tmp_path.glob("runs/*/checkpoints/last.ckpt")
     stopped = torch.load(last, weights_only=True)
     assert stopped["bz_checkpoint_version"] == 1
-    target = stopped["epoch"] + 2
-    rerun = subprocess.run([sys.executable, "-m", "bz_lightning.cli.train", *quick, f"epochs={target}",
-                            "hydra.run.dir=run"], cwd=tmp_path, capture_output=True, text=True, timeout=300)
+    assert stopped["epoch"] < 99, "the run ended before Ctrl-C"
+    rerun = subprocess.run([sys.executable, "-m", "bz_lightning.cli.train", *command, "hydra.run.dir=run"],
+                           cwd=tmp_path, capture_output=True, text=True, timeout=300)
     assert rerun.returncode == 0, rerun.stderr[-3000:]
     record = json.loads((tmp_path / "run/metrics.json").read_text())
-    assert record["resumed_from"].endswith("last.ckpt") and record["epochs"] == target
+    assert record["resumed_from"].endswith("last.ckpt") and record["epochs"] == 100
+    assert f"(epoch {stopped['epoch']} done" in rerun.stdout + rerun.stderr
 
 
 @pytest.mark.slow

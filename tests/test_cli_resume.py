@@ -1,19 +1,20 @@
-"""Re-running a bz-train command continues it: single runs, resume modes, sweeps, SIGTERM."""
+"""Re-running a bz-train command: a finished run is reused, other epochs are another run,
+resume modes, sweeps. (SIGTERM and the re-run after it: test_run_cache_cli.py.)"""
 
 from __future__ import annotations
 
 import json
-import signal
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 
 pytestmark = pytest.mark.slow
 
-QUICK = ("plugins=none", "print_config=false", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2")
+# Whole epochs (limit_*_batches would make these debug runs, which are never stored or
+# reused), of few large batches.
+QUICK = ("plugins=none", "print_config=false", "data.batch_size=360")
 
 
 def bz_train(*args: str, cwd: Path, ok: bool = True) -> subprocess.CompletedProcess[str]:
@@ -28,24 +29,24 @@ def record(cwd: Path, run: str = "run") -> dict:
     return json.loads((cwd / run / "metrics.json").read_text())
 
 
-def test_rerun_continues_then_reuses_a_finished_run(tmp_path: Path) -> None:
-    bz_train("epochs=1", "hydra.run.dir=run", cwd=tmp_path)
+def test_rerun_reuses_a_finished_run_and_other_epochs_train_their_own(tmp_path: Path) -> None:
+    bz_train("epochs=3", "hydra.run.dir=run", cwd=tmp_path)
     first = record(tmp_path)
-    assert first["resumed_from"] is None and not first["reused"]
+    assert first["resumed_from"] is None and not first["reused"] and first["epochs"] == 3
     ckpt_dir = Path(first["checkpoint_dir"])
     assert ckpt_dir == Path("runs") / first["signature"] / "checkpoints"
 
-    bz_train("epochs=2", "hydra.run.dir=run", cwd=tmp_path)  # raising epochs continues it
-    second = record(tmp_path)
-    assert second["signature"] == first["signature"]
-    assert second["resumed_from"] == str(ckpt_dir / "last.ckpt")
-    assert second["epochs"] == 2 and not second["reused"]
+    proc = bz_train("epochs=3", "hydra.run.dir=run", cwd=tmp_path)  # the same command: nothing to do
+    again = record(tmp_path)
+    assert again["reused"] and again["metrics"] == first["metrics"] and again["signature"] == first["signature"]
+    assert f"reused the finished run {first['signature']}" in proc.stdout and "resume=never" in proc.stdout
 
-    bz_train("epochs=2", "hydra.run.dir=run", cwd=tmp_path)  # the same command: nothing to do
-    third = record(tmp_path)
-    assert third["reused"] and third["metrics"] == second["metrics"]
+    bz_train("epochs=1", "hydra.run.dir=run", cwd=tmp_path)  # fewer epochs: its own run, trained
+    one = record(tmp_path)
+    assert one["signature"] != first["signature"] and not one["reused"] and one["epochs"] == 1
+    assert one["metrics"]["train_loss"] != first["metrics"]["train_loss"]
 
-    bz_train("epochs=2", "optimizer.lr=0.01", "hydra.run.dir=run", cwd=tmp_path)  # another run
+    bz_train("epochs=3", "optimizer.lr=0.01", "hydra.run.dir=run", cwd=tmp_path)  # another run
     assert record(tmp_path)["signature"] != first["signature"]
 
 
@@ -63,49 +64,19 @@ def test_resume_must_fails_naming_the_directory_and_never_keeps_old_checkpoints(
     assert {p.name: p.stat().st_mtime_ns for p in Path(tmp_path, first["checkpoint_dir"]).iterdir()} == old
 
 
-def test_rerun_sweep_reuses_finished_jobs_and_resumes_the_unfinished_one(tmp_path: Path) -> None:
-    # lr=0.01 ran one epoch before (as an interrupted job would have); lr=0.001 never ran.
-    bz_train("epochs=1", "optimizer.lr=0.01", "hydra.run.dir=single", cwd=tmp_path)
+def test_rerun_sweep_reuses_finished_jobs_and_shows_it(tmp_path: Path) -> None:
+    # lr=0.01 ran before as a single run; lr=0.001 never ran.
+    bz_train("epochs=2", "optimizer.lr=0.01", "hydra.run.dir=single", cwd=tmp_path)
     sweep = ("-m", "optimizer.lr=0.001,0.01", "epochs=2")
-    bz_train(*sweep, "hydra.sweep.dir=sweep1", cwd=tmp_path)
+    proc = bz_train(*sweep, "hydra.sweep.dir=sweep1", cwd=tmp_path)
     jobs = {r["overrides"][0]: r for r in json.loads((tmp_path / "sweep1/summary.json").read_text())["jobs"]}
-    resumed = record(tmp_path, "sweep1/1")
-    assert resumed["resumed_from"] is not None and resumed["epochs"] == 2
-    assert record(tmp_path, "sweep1/0")["resumed_from"] is None
-    assert len(jobs) == 2
+    assert [record(tmp_path, f"sweep1/{j}")["reused"] for j in (0, 1)] == [False, True]
+    assert record(tmp_path, "sweep1/1")["metrics"] == record(tmp_path, "single")["metrics"]
+    assert [jobs[f"optimizer.lr={lr}"]["reused"] for lr in ("0.001", "0.01")] == [False, True]
+    header = next(line for line in proc.stdout.splitlines() if line.strip().startswith("job"))
+    assert header.split()[:4] == ["job", "status", "reused", "overrides"]
 
     bz_train(*sweep, "hydra.sweep.dir=sweep2", cwd=tmp_path)
     again = json.loads((tmp_path / "sweep2/summary.json").read_text())["jobs"]
     assert [record(tmp_path, f"sweep2/{j}")["reused"] for j in (0, 1)] == [True, True]
     assert {r["overrides"][0]: r["metrics"] for r in again} == {k: r["metrics"] for k, r in jobs.items()}
-
-
-def test_sigterm_saves_last_checkpoint_exits_143_and_rerun_finishes(tmp_path: Path) -> None:
-    args = [sys.executable, "-m", "bz_lightning.cli.train", *QUICK, "epochs=500"]
-    proc = subprocess.Popen(args, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    runs = tmp_path / "runs"
-    deadline = time.time() + 120
-    while not list(runs.glob("*/checkpoints/last.ckpt")) and time.time() < deadline:
-        time.sleep(0.2)  # the first epoch ended: training is under way
-    proc.send_signal(signal.SIGTERM)
-    out, _ = proc.communicate(timeout=120)
-    assert proc.returncode == 143, out[-3000:]
-    assert "run the same command again to continue" in out
-
-    import torch
-
-    from bz_lightning.cli.runs import list_runs
-
-    (last,) = runs.glob("*/checkpoints/last.ckpt")
-    stopped_in = torch.load(last, weights_only=True)["epoch"]
-    (stopped,) = list_runs(runs)  # bz runs: unfinished, as far as the checkpoint got
-    assert (stopped.status, stopped.epochs, stopped.value) == ("unfinished", 500, None)
-    target = stopped_in + 2
-    proc = bz_train(f"epochs={target}", "hydra.run.dir=run", cwd=tmp_path)
-    finished = record(tmp_path)
-    assert finished["resumed_from"].endswith("last.ckpt") and finished["epochs"] == target
-    # bz runs counted the epochs done as the resume did.
-    assert f"from {last.relative_to(tmp_path)} (epoch {stopped.epochs_done} done" in proc.stdout + proc.stderr
-    (done,) = list_runs(runs)
-    assert (done.status, done.epochs_done, done.epochs) == ("complete", target, target)
-    assert done.value == finished["metrics"]["val_loss"]

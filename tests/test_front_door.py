@@ -140,7 +140,7 @@ def test_experiment_glob_sweeps_experiments_that_set_their_own_task_name(tmp_pat
         {str(sweep / j["job"]) for j in jobs.values()}
     assert "best job: " in proc.stdout and "best job: none" not in proc.stdout
     # Without a console plugin, bz-train prints each job's final values itself, once.
-    assert proc.stdout.count("final (1 epochs") == 2
+    assert proc.stdout.count("final (1 epoch, ") == 2
 
 
 def test_a_key_no_job_has_is_still_refused_with_its_name(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -101,7 +101,7 @@ def test_stage_values_plugin_methods_and_bridge_table_are_the_same_set() -> None
     plugin_hooks = {
         name
         for name, member in inspect.getmembers(Plugin, inspect.isfunction)
-        if not name.startswith("_") and name not in {"run_stage", "state_dict", "load_state_dict"}
+        if not name.startswith("_") and name not in {"run_stage", "state_dict", "load_state_dict", "run_signature"}
     }
     assert {s.value for s in Stage} == plugin_hooks
     assert set(STAGE_HOOKS) == set(Stage)
@@ -179,7 +179,7 @@ def test_checkpoint_interval_fires_save_checkpoint_before_end_epoch(train_loader
     assert ends == ["end_epoch", "save_checkpoint", "end_epoch", "end_epoch", "save_checkpoint", "end_epoch"]
     # last.ckpt (every epoch) and result.json (run finished) are the resume layout, see "Resuming and preemption" in the README
     names = sorted(p.name for p in (tmp_path / "ckpt").iterdir())
-    assert names == ["epoch-2.ckpt", "epoch-4.ckpt", "last.ckpt", "result.json"]
+    assert names == ["epoch-2.ckpt", "epoch-4.ckpt", "final-weights.pt", "last.ckpt", "result.json"]
 
 
 # ------------------------------------------------------------------ stopping

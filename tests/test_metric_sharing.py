@@ -11,6 +11,7 @@ from sklearn import metrics as skm
 
 from bz_lightning.metrics import Accuracy, F1Score, Metric, Precision, Recall, TopKAccuracy
 from bz_lightning.metrics._shared import MetricSet
+from bz_lightning.metrics._shim import TorchmetricsShim
 
 
 class ArgmaxHits(Metric):
@@ -72,6 +73,37 @@ def test_shared_counts_give_scikit_learns_values_every_epoch() -> None:
         for preds, targets in data:
             metrics.update(preds, targets)
         assert metrics.compute() == pytest.approx(expected_multiclass(data), abs=1e-6)
+
+
+def test_values_read_mid_epoch_do_not_change_what_is_counted_after() -> None:
+    """The console computes the running values every few batches; the epoch's final values,
+    after more updates, are still scikit-learn's over every batch, for every epoch."""
+    metrics = MetricSet(multiclass_metrics())
+    for epoch in range(2):
+        metrics.reset()
+        data = batches(10 + epoch, 2 * TorchmetricsShim.BATCHES_PER_UPDATE + 3, classes=6)
+        for seen, (preds, targets) in enumerate(data, start=1):
+            metrics.update(preds, targets)
+            if seen in (1, 2, 7, TorchmetricsShim.BATCHES_PER_UPDATE + 1):
+                assert metrics.compute() == pytest.approx(expected_multiclass(data[:seen]), abs=1e-6), seen
+        assert metrics.compute() == pytest.approx(expected_multiclass(data), abs=1e-6)
+
+
+def test_saved_mid_epoch_and_restored_in_a_new_set_counts_on_exactly() -> None:
+    """What a mid-epoch checkpoint carries: the states, in each metric's own shape (a micro
+    accuracy that followed a per-class leader sums its counts), regrouped after the restore."""
+    data = batches(20, 9, classes=6)
+    before = MetricSet(multiclass_metrics())
+    for preds, targets in data[:5]:
+        before.update(preds, targets)
+    before.compute()  # followers now hold their leader's per-class counts
+    saved = before.state_dict()
+    after = MetricSet(multiclass_metrics())
+    after.load_state_dict(saved)
+    for preds, targets in data[5:]:
+        after.update(preds, targets)
+    assert after.compute() == pytest.approx(expected_multiclass(data), abs=1e-6)
+    assert [type(m).__name__ for m in after._updating] == ["F1Score", "TopKAccuracy", "ArgmaxHits"]
 
 
 def test_only_one_metric_per_group_updates_after_the_first_batch() -> None:

@@ -72,7 +72,7 @@ def test_failure_is_logged_with_traceback_and_training_continues(model, train_lo
     records = [r for r in caplog.records if r.levelno == logging.ERROR]
     assert len(records) == 2
     message = records[0].getMessage()
-    assert "plugin 'Broken' failed in stage 'end_epoch' (epoch 0)" in message
+    assert "plugin 'Broken' failed in stage 'end_epoch' (epoch 1)" in message  # epochs counted from 1
     assert "Traceback (most recent call last)" in message and "ValueError: broken in end_epoch (call 1)" in message
 
 

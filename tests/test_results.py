@@ -22,7 +22,7 @@ from bz_lightning.cli.runs import format_runs, list_runs
 from bz_lightning.cli.summary import SUMMARY_FILE, SweepSummary, format_table, summarize
 from bz_lightning.errors import BzConfigError
 
-QUICK = ("plugins=none", "print_config=false", "trainer.limit_train_batches=4", "trainer.limit_val_batches=2")
+QUICK = ("plugins=none", "print_config=false", "data.batch_size=256")  # not a debug run: runs are stored
 
 
 def write_job(sweep: Path, job: str, overrides: list[str], metrics: dict[str, float] | None,
@@ -135,7 +135,7 @@ def test_load_summary_reads_what_it_can_and_refuses_what_is_not_a_sweep(tmp_path
     summary = load_summary(tmp_path)
     assert summary["jobs"] == [{"job": "0", "reused": True, "status": "complete", "metrics": {}, "overrides": [],
                                 "best": False}]
-    assert "  0    complete  -" in format_table(summary).splitlines()
+    assert "  0    complete  yes     -" in format_table(summary).splitlines()
 
 
 def test_without_summary_json_the_jobs_are_summarized_by_their_own_metric(sweep: Path) -> None:

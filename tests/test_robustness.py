@@ -159,7 +159,7 @@ def test_forward_errors_are_skipped_too() -> None:
 def test_budget_exceeded_names_the_count_and_first_cause() -> None:
     loader = DataLoader(FlakyDataset(64, {3, 20, 50}), batch_size=8)
     with pytest.raises(BzError, match=r"3 batches failed, more than max_skipped_batches=2 allows; "
-                                      r"the first \(epoch 0, batch 0\) failed with OSError: corrupt sample 3"):
+                                      r"the first \(epoch 1, batch 1\) failed with OSError: corrupt sample 3"):
         train(loader, max_skipped_batches=2)
 
 
@@ -200,7 +200,7 @@ def test_nan_loss_stops_with_epoch_batch_and_last_finite_loss(tmp_path) -> None:
     err = info.value
     assert (err.epoch, err.batch) == (1, 1)
     assert err.last_finite_loss is not None and math.isfinite(err.last_finite_loss)
-    assert "epoch 1, batch 1" in str(err)
+    assert "epoch 2, batch 2" in str(err)  # the message counts from 1
     assert all(torch.isfinite(p).all() for p in model.parameters())
     # only the finished, finite epoch was checkpointed (epoch-1 and last), and it is finite
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch-1.ckpt", "last.ckpt"]
@@ -212,7 +212,7 @@ def test_nan_loss_can_be_skipped_under_the_budget() -> None:
     loader = DataLoader(make_dataset(32), batch_size=8)
     model, result = train(loader, epochs=2, loss_fn=NanAtCall(k=6), on_nonfinite_loss="skip")
     assert [(s.epoch, s.batch) for s in result.skipped_batches] == [(1, 1)]
-    assert result.skipped_batches[0].reason.startswith("NonFiniteLossError: loss is nan at epoch 1, batch 1")
+    assert result.skipped_batches[0].reason.startswith("NonFiniteLossError: loss is nan at epoch 2, batch 2")
     assert all(torch.isfinite(p).all() for p in model.parameters())
 
 

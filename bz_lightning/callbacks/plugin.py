@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any, ClassVar
 
 from bz_lightning.callbacks.base import HOOK_STAGES, TrainingCallback, check_callback
 from bz_lightning.context import PluginContext, epoch_values, running_stats
-from bz_lightning.plugins.base import Plugin
+from bz_lightning.plugins.base import Plugin, public_settings
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
@@ -183,6 +183,17 @@ class CallbackPlugin(Plugin):
         for hook, fn in self.hooks.items():
             # Instance attributes, not class methods: implemented_stages() counts exactly these.
             setattr(self, HOOK_STAGES[hook].value, partial(_call, fn, view, _ARGUMENTS[hook]))
+
+    @property
+    def state_key(self) -> str:
+        """The callback's own ``state_key`` if it has one, else its class name."""
+        key = getattr(self.callback, "state_key", None)
+        return key if isinstance(key, str) else self.name
+
+    def run_signature(self) -> Any:
+        """The callback's class and its public plain settings (see ``Plugin.run_signature``)."""
+        cls = type(self.callback)
+        return {"callback": f"{cls.__module__}.{cls.__qualname__}", "settings": public_settings(self.callback)}
 
     def state_dict(self) -> dict[str, Any]:
         state = getattr(self.callback, "state_dict", None)

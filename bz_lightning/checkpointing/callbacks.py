@@ -29,7 +29,7 @@ if TYPE_CHECKING:
 
 __all__ = [
     "EpochCheckpoint", "INTERRUPTED_EXIT_CODE", "Interrupted", "LAST", "PREEMPTED_EXIT_CODE", "Preempted",
-    "ResumeCheckpoint", "SIGNATURE_KEY", "epoch_checkpoint_name",
+    "ResumeCheckpoint", "SIGNATURE_KEY", "SIGNATURE_PARTS_KEY", "epoch_checkpoint_name",
 ]
 
 log = logging.getLogger("bz_lightning")
@@ -37,6 +37,9 @@ log = logging.getLogger("bz_lightning")
 LAST = "last.ckpt"
 #: Top-level checkpoint key holding the run's signature.
 SIGNATURE_KEY = "bz_signature"
+#: Top-level checkpoint key holding a short hash of each part of the signature
+#: (``signature_parts``), so that a mismatch can say what changed.
+SIGNATURE_PARTS_KEY = "bz_signature_parts"
 #: The exit status of a run stopped by SIGTERM: 128 + 15, what a shell reports for it.
 PREEMPTED_EXIT_CODE = 143
 #: The exit status of a run stopped by Ctrl-C: 128 + 2 (SIGINT), what a shell reports for it.
@@ -68,7 +71,8 @@ class Preempted(SystemExit):
     Attributes:
         checkpoint_path: the checkpoint written at the batch boundary, or ``None`` when the
             signal arrived before training started.
-        epoch / batch: where training stopped (epoch from 0; batches done in that epoch).
+        epoch / batch: where training stopped (``epoch`` from 0, like ``context.epoch``;
+            ``batch``: batches done in that epoch). The message counts epochs from 1.
     """
 
     exit_code = PREEMPTED_EXIT_CODE
@@ -82,8 +86,8 @@ class Preempted(SystemExit):
 
     def __str__(self) -> str:
         where = f"saved {self.checkpoint_path}" if self.checkpoint_path else "no checkpoint written"
-        return (f"training stopped by {self.cause} at epoch {self.epoch}, batch {self.batch} ({where}); "
-                "run the same command again to continue")
+        return (f"training stopped by {self.cause} in epoch {self.epoch + 1} after {self.batch} batch"
+                f"{'es' if self.batch != 1 else ''} ({where}); run the same command again to continue")
 
 
 class Interrupted(Preempted):
@@ -137,6 +141,7 @@ class ResumeCheckpoint(pl.Callback):
     Args:
         dirpath: the checkpoint directory.
         signature: the run's signature, stored under ``bz_signature`` in every checkpoint.
+        parts: a short hash of each part of the signature (``bz_signature_parts``).
         replay: the ``ReplayState`` of the training loader wrapped by ``resumable_loader``;
             without it a mid-epoch checkpoint cannot be resumed exactly (it is refused).
         writes: the run's ``CheckpointWrites``, which tell whether a save failed (under
@@ -144,9 +149,10 @@ class ResumeCheckpoint(pl.Callback):
     """
 
     def __init__(self, dirpath: str | os.PathLike[str], signature: str, replay: ReplayState | None = None,
-                 writes: CheckpointWrites | None = None) -> None:
+                 parts: dict[str, str] | None = None, writes: CheckpointWrites | None = None) -> None:
         self.dirpath = os.fspath(dirpath)
         self.signature = signature
+        self.parts = dict(parts or {})
         self.replay = replay
         self.writes = writes
         self._trainer: pl.Trainer | None = None
@@ -233,8 +239,8 @@ class ResumeCheckpoint(pl.Callback):
         if self._warned and warning is not None:
             handler = self._previous_handlers.get(warning)
             self._restore_handlers()
-            log.warning("training stopped by %s at epoch %d, batch %d (saved %s); submitit requeues the job",
-                        warning.name, preempted.epoch, preempted.batch, preempted.checkpoint_path)
+            log.warning("training stopped by %s in epoch %d after %d batch(es) (saved %s); submitit requeues the job",
+                        warning.name, preempted.epoch + 1, preempted.batch, preempted.checkpoint_path)
             if callable(handler):
                 handler(warning, None)
         return preempted
@@ -269,36 +275,48 @@ class ResumeCheckpoint(pl.Callback):
     def on_save_checkpoint(self, trainer: pl.Trainer, pl_module: pl.LightningModule,
                            checkpoint: dict[str, Any]) -> None:
         checkpoint[SIGNATURE_KEY] = self.signature
+        checkpoint[SIGNATURE_PARTS_KEY] = self.parts
 
     def state_dict(self) -> dict[str, Any]:
         trainer = self._trainer
-        generators = self.replay.generators if self.replay is not None else []
+        mid_epoch = self._mid_epoch_save and trainer is not None
+        # What differs between DDP processes (each draws its own random numbers and counts
+        # its own shard of the batches) is saved for every process, by global rank.
+        own: dict[str, Any] = {"rng": capture_rng(self.replay.generators if self.replay is not None else [])}
+        if mid_epoch:
+            assert trainer is not None
+            stats = split_stats(trainer.lightning_module, "train")
+            own["epoch_rng"] = self.replay.epoch_rng if self.replay is not None else None
+            # The interrupted epoch's running loss and metric states, so that its
+            # train_loss and metrics cover every batch of it.
+            own["train"] = None if stats is None else stats.state_dict()
         state: dict[str, Any] = {
-            "rng": capture_rng(generators),
+            "ranks": _gather(trainer, own),
+            # Lightning does not store a stop request: without it a run stopped early and
+            # resumed from its last checkpoint would train another epoch.
+            "should_stop": bool(trainer.should_stop) if trainer is not None else False,
             "mid_epoch": None,
         }
-        if self._mid_epoch_save and trainer is not None:
-            module = trainer.lightning_module
-            stats = split_stats(module, "train")
+        if mid_epoch:
+            assert trainer is not None
             state["mid_epoch"] = {
-                "epoch_rng": self.replay.epoch_rng if self.replay is not None else None,
                 "produced": self.replay.produced if self.replay is not None else 0,
                 "consumed": trainer.fit_loop.epoch_loop.batch_progress.current.processed,  # type: ignore[attr-defined]
-                # The interrupted epoch's running loss, so its train_loss covers every batch.
-                "loss_sum": None if stats is None or stats.loss_sum is None else stats.loss_total,
-                "count": 0 if stats is None else stats.count,
             }
         return state
 
     def load_state_dict(self, state_dict: dict[str, Any]) -> None:
+        own = self._own_state(state_dict["ranks"])
         # Lightning restores callbacks before it creates the training iterator, so the
         # restored RNG state is exactly what the next epoch's shuffle draws from.
         generators = self.replay.generators if self.replay is not None else []
-        restore_rng(state_dict["rng"], generators)
+        restore_rng(own["rng"], generators)
+        if state_dict.get("should_stop") and self._trainer is not None:
+            self._trainer.should_stop = True
         pending = state_dict.get("mid_epoch")
         if not pending:
             return
-        if self.replay is None or pending.get("epoch_rng") is None:
+        if self.replay is None or own.get("epoch_rng") is None:
             from bz_lightning.errors import BzCheckpointError
 
             raise BzCheckpointError(
@@ -306,10 +324,32 @@ class ResumeCheckpoint(pl.Callback):
                 "training loader wrapped by bz (Trainer.train does that); resume from an epoch-N.ckpt instead"
             )
         # The loader replays the interrupted epoch up to where training stopped.
-        self.replay.pending = pending
+        self.replay.pending = {**pending, "epoch_rng": own["epoch_rng"]}
         module = self._trainer.lightning_module if self._trainer is not None else None
         stats = split_stats(module, "train")
-        if module is not None and stats is not None and pending.get("count"):
-            loss_sum = pending["loss_sum"]
-            stats.loss_sum = None if loss_sum is None else float(loss_sum)  # a tensor in older checkpoints
-            stats.count = int(pending["count"])
+        if stats is not None and own.get("train"):
+            stats.load_state_dict(own["train"])
+
+    def _own_state(self, ranks: list[dict[str, Any]]) -> dict[str, Any]:
+        """This process's part of the checkpoint: by global rank, when the run resumes on as
+        many processes as it was saved from."""
+        trainer = self._trainer
+        rank, world = (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+        if len(ranks) == world:
+            return ranks[rank]
+        log.warning("the checkpoint was saved by %d process(es) and the run resumes on %d: every process continues "
+                    "from the first one's random number state and epoch totals, so the resumed run is not exactly "
+                    "the uninterrupted one", len(ranks), world)
+        return ranks[0]
+
+
+def _gather(trainer: pl.Trainer | None, own: dict[str, Any]) -> list[dict[str, Any]]:
+    """``own`` of every process, by global rank (one collective call under DDP: every
+    process saves checkpoints together, so every process gets here)."""
+    import torch.distributed as dist
+
+    if trainer is None or trainer.world_size == 1 or not (dist.is_available() and dist.is_initialized()):
+        return [own]
+    gathered: list[Any] = [None] * trainer.world_size
+    dist.all_gather_object(gathered, own)
+    return gathered

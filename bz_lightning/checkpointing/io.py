@@ -9,19 +9,19 @@ from __future__ import annotations
 
 import collections
 import enum
-import errno
-import json
 import logging
 import os
 import re
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
 import torch
 from lightning.pytorch.plugins.io import TorchCheckpointIO
 
-from bz_lightning.errors import BzCheckpointError, BzDiskFullError
+from bz_lightning._atomic import TMP_MARK as _TMP_MARK
+from bz_lightning._atomic import atomic_write_bytes, write_json
+from bz_lightning.errors import BzCheckpointError
 
 __all__ = [
     "CHECKPOINT_VERSION",
@@ -40,7 +40,6 @@ log = logging.getLogger("bz_lightning")
 #: The format version written under ``VERSION_KEY``; readers refuse newer versions.
 CHECKPOINT_VERSION = 1
 VERSION_KEY = "bz_checkpoint_version"
-_TMP_MARK = ".tmp-"
 
 
 def to_plain(value: Any, where: str = "checkpoint") -> Any:
@@ -96,63 +95,6 @@ def _key(key: Any, where: str) -> Any:
     if isinstance(key, (str, int, float, bool)) or key is None:
         return key
     raise BzCheckpointError(f"cannot store the key {key!r} ({type(key).__name__}) at {where}: use str or int keys")
-
-
-def atomic_write_bytes(path: str | os.PathLike[str], write: Callable[[Any], None]) -> None:
-    """Write ``path`` so that it is either the old file or the complete new one, never a torn one.
-
-    ``write(f)`` fills a temp file ``.<name>.tmp-<pid>`` in ``path``'s own directory (so the
-    final rename never crosses filesystems, whatever ``$TMPDIR`` is); it is flushed and
-    fsynced, renamed over ``path`` with ``os.replace``, and the directory is fsynced so the
-    rename itself survives a power cut.
-
-    Raises:
-        BzDiskFullError: the filesystem is full (or the quota spent), however the writer
-            reported it (torch says ``unexpected pos``); the message names ``path``. The
-            temp file is removed and ``path`` is left as it was.
-    """
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.parent / f".{path.name}{_TMP_MARK}{os.getpid()}"
-    try:
-        with open(tmp, "wb") as f:
-            write(f)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException as err:
-        tmp.unlink(missing_ok=True)
-        if _disk_full(err):
-            raise BzDiskFullError(os.fspath(path)) from err
-        raise
-    _fsync_directory(path.parent)
-
-
-def _disk_full(err: BaseException) -> bool:
-    """Whether ``err`` or an error it was raised from is a full filesystem. torch's zip
-    writer turns the ``OSError`` of a failed write into ``RuntimeError: ... unexpected pos``,
-    raised while handling it, so the ``OSError`` is its ``__context__``."""
-    seen: set[int] = set()
-    current: BaseException | None = err
-    while current is not None and id(current) not in seen:
-        if isinstance(current, OSError) and current.errno in (errno.ENOSPC, errno.EDQUOT):
-            return True
-        seen.add(id(current))
-        current = current.__cause__ or current.__context__
-    return False
-
-
-def _fsync_directory(directory: Path) -> None:
-    try:
-        fd = os.open(directory, os.O_RDONLY)
-    except OSError:  # pragma: no cover - e.g. platforms without directory fds
-        return
-    try:
-        os.fsync(fd)
-    except OSError:  # pragma: no cover
-        pass
-    finally:
-        os.close(fd)
 
 
 def remove_stale_temp_files(directory: str | os.PathLike[str]) -> list[Path]:
@@ -273,13 +215,3 @@ class AtomicCheckpointIO(TorchCheckpointIO):
             self._preloaded = None
             return checkpoint
         return load_checkpoint(path, map_location=map_location)
-
-
-def write_json(path: str | os.PathLike[str], data: Mapping[str, Any]) -> None:
-    """Write ``data`` as JSON to ``path`` atomically (see ``atomic_write_bytes``).
-
-    Raises:
-        BzDiskFullError: the filesystem is full; ``path`` is left as it was.
-    """
-    text = json.dumps(data, indent=2, sort_keys=True, default=repr).encode()
-    atomic_write_bytes(path, lambda f: f.write(text))

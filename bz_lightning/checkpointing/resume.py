@@ -4,7 +4,8 @@ Layout (``runs_root`` is the CLI's ``paths.runs_dir``, ``runs`` for ``Trainer.tr
 
     <runs_root>/<signature>/checkpoints/epoch-N.ckpt   every checkpoint_interval epochs
     <runs_root>/<signature>/checkpoints/last.ckpt      every epoch end, and on SIGTERM
-    <runs_root>/<signature>/checkpoints/result.json    written when the run finished
+    <runs_root>/<signature>/checkpoints/final-weights.pt  the model's weights when it finished
+    <runs_root>/<signature>/checkpoints/result.json    written last, when the run finished
     <runs_root>/<signature>/checkpoints-1/ ...         a later resume="never" start
 
 ``resume="auto"`` continues in the newest attempt directory (the highest suffix).
@@ -21,11 +22,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal, get_args
 
-from bz_lightning.checkpointing.callbacks import LAST, SIGNATURE_KEY, epoch_checkpoint_name
+from bz_lightning.checkpointing.callbacks import LAST, SIGNATURE_KEY, SIGNATURE_PARTS_KEY, epoch_checkpoint_name
 from bz_lightning.checkpointing.io import load_checkpoint, write_json
 from bz_lightning.errors import BzCheckpointError, BzConfigError, did_you_mean
 
 __all__ = [
+    "FINAL_WEIGHTS_FILE",
     "RESULT_FILE",
     "ResumeMode",
     "ResumePlan",
@@ -41,6 +43,9 @@ log = logging.getLogger("bz_lightning")
 
 ResumeMode = Literal["auto", "never", "must"]
 RESULT_FILE = "result.json"
+#: The model's weights at the end of a finished run (after plugins such as early stopping
+#: restored their best weights): what a reused run loads into the caller's model.
+FINAL_WEIGHTS_FILE = "final-weights.pt"
 _EPOCH_FILE = re.compile(r"^epoch-(\d+)\.ckpt$")
 
 
@@ -161,7 +166,8 @@ def _resume_state(checkpoint: Mapping[str, Any] | None) -> dict[str, Any] | None
     return None
 
 
-def plan_resume(checkpoint_dir: str | os.PathLike[str], resume: ResumeMode, signature: str) -> ResumePlan:
+def plan_resume(checkpoint_dir: str | os.PathLike[str], resume: ResumeMode, signature: str,
+                parts: dict[str, str] | None = None) -> ResumePlan:
     """Decide where a run writes its checkpoints and which one it continues from.
 
     * ``"auto"``: the newest attempt directory (``checkpoint_dir`` or its highest
@@ -172,10 +178,14 @@ def plan_resume(checkpoint_dir: str | os.PathLike[str], resume: ResumeMode, sign
       a result, a new sibling ``checkpoint_dir-<n+1>`` is used, so nothing is overwritten.
     * ``"must"``: like ``"auto"``, but nothing readable raises ``BzCheckpointError``.
 
+    A ``result.json`` in that directory is kept as ``finished`` only when it records this
+    ``signature``.
+
     Raises:
         BzConfigError: ``resume`` is not one of the three modes.
         BzCheckpointError: ``"must"`` found nothing to continue from (the message names the
-            directory searched), or a checkpoint belongs to another signature.
+            directory searched), or a checkpoint belongs to another signature (the message
+            says which parts of it differ when ``parts`` is given).
     """
     if resume not in get_args(ResumeMode):
         raise BzConfigError(
@@ -190,7 +200,10 @@ def plan_resume(checkpoint_dir: str | os.PathLike[str], resume: ResumeMode, sign
             suffix = int(newest.name.rsplit("-", 1)[1]) + 1 if newest != base else 1
             newest = base.parent / f"{base.name}-{suffix}"
         return ResumePlan(directory=newest)
-    plan = ResumePlan(directory=newest, finished=read_finished_run(newest))
+    finished = read_finished_run(newest)
+    if finished is not None and finished.get("signature") != signature:
+        finished = None  # (a checkpoint of that run is refused below)
+    plan = ResumePlan(directory=newest, finished=finished)
     for path in _candidates(newest):
         try:
             checkpoint = load_checkpoint(path, map_location="cpu")
@@ -201,9 +214,9 @@ def plan_resume(checkpoint_dir: str | os.PathLike[str], resume: ResumeMode, sign
         found = checkpoint.get(SIGNATURE_KEY)
         if found != signature:
             raise BzCheckpointError(
-                f"{path} belongs to a run with signature {found!r}, not this run's {signature!r}: a setting "
-                "that defines the run changed; pass resume='never' to start fresh beside it, or use another "
-                "checkpoint directory"
+                f"{path} belongs to a run with signature {found!r}, not this run's {signature!r}: "
+                f"{_what_changed(checkpoint.get(SIGNATURE_PARTS_KEY), parts)} changed; pass resume='never' to start "
+                "fresh beside it, or use another checkpoint directory"
             )
         plan.checkpoint_path, plan.checkpoint = path, checkpoint
         break
@@ -216,12 +229,25 @@ def plan_resume(checkpoint_dir: str | os.PathLike[str], resume: ResumeMode, sign
     return plan
 
 
+def _what_changed(theirs: Any, ours: dict[str, str] | None) -> str:
+    """``"the code and the data"``: the parts of the signature that differ, when both are known."""
+    if not isinstance(theirs, dict) or not ours:
+        return "something that defines the run"
+    changed = [name for name in ours if theirs.get(name) != ours[name]]
+    if not changed:
+        return "something that defines the run"
+    names = [f"the {name}" for name in changed]
+    return names[0] if len(names) == 1 else f"{', '.join(names[:-1])} and {names[-1]}"
+
+
 def read_finished_run(checkpoint_dir: str | os.PathLike[str]) -> dict[str, Any] | None:
     """The ``result.json`` a finished run left in ``checkpoint_dir``, or ``None``.
 
-    Its keys: ``signature``, ``epochs`` (the target), ``epochs_completed``,
+    Its keys: ``signature``, ``signature_parts``, ``epochs``, ``epochs_completed``,
     ``stopped_early``, ``metrics`` (``TrainingResult.metrics``), ``training_metrics``,
-    ``validation_metrics``, ``training_loss``, ``validation_loss``.
+    ``validation_metrics``, ``training_loss``, ``validation_loss``, ``context`` (the final
+    ``PluginContext``'s epoch, totals, counts and metrics), ``skipped_batches``,
+    ``warnings``, ``duration_s``, ``finished_at``.
     """
     path = Path(checkpoint_dir) / RESULT_FILE
     try:
@@ -240,11 +266,3 @@ def write_finished_run(checkpoint_dir: str | os.PathLike[str], data: dict[str, A
     path = Path(checkpoint_dir) / RESULT_FILE
     write_json(path, data)
     return path
-
-
-def is_finished(finished: dict[str, Any] | None, epochs: int) -> bool:
-    """Whether a stored result means there is nothing left to train for ``epochs`` epochs:
-    the run stopped early, or it completed at least ``epochs`` epochs."""
-    if not finished:
-        return False
-    return bool(finished.get("stopped_early")) or int(finished.get("epochs_completed", 0)) >= epochs

@@ -98,8 +98,17 @@ class ReplayState:
     pending: dict[str, Any] | None = None
 
     def iterate(self, make_iterator: Any) -> Iterator[Any]:
-        """Iterate one epoch through ``make_iterator()``, recording or replaying its start."""
+        """Iterate one epoch through ``make_iterator()``, recording or replaying its start.
+
+        Nothing happens until the first batch is asked for: Lightning creates an epoch's
+        iterator before it calls the samplers' ``set_epoch`` (on a resumed run), and a
+        ``DistributedSampler`` decides its order from its epoch; so the loader's own
+        iterator is created, and a replay drawn, only once the epoch has really begun.
+        """
         pending, self.pending = self.pending, None
+        return self._epoch(make_iterator, pending)
+
+    def _epoch(self, make_iterator: Any, pending: dict[str, Any] | None) -> Iterator[Any]:
         if pending is None:
             self.epoch_rng = capture_rng(self.generators)
             self.produced = 0
@@ -116,9 +125,6 @@ class ReplayState:
             buffered = drawn[pending["consumed"]:]
             self.produced = pending["produced"]
             restore_rng(now, self.generators)
-        return self._count(buffered, iterator)
-
-    def _count(self, buffered: list[Any], iterator: Iterator[Any]) -> Iterator[Any]:
         yield from buffered
         for batch in iterator:
             self.produced += 1

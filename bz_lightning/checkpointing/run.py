@@ -1,35 +1,48 @@
 """``RunCheckpoints``: the checkpointing of one ``Trainer.train`` call, in one place.
 
-It decides where the run's checkpoints live and what it continues from (``plan_resume``),
-and supplies what Lightning needs to write and read them: the loader wrapper behind exact
-mid-epoch resume, the callbacks (``epoch-N.ckpt`` before the bridge, ``last.ckpt`` after
-every other callback), the atomic ``CheckpointIO`` and the ``ckpt_path`` to restore.
+It decides what the run is (its signature), where its checkpoints live and what it
+continues from (``plan_resume``), supplies what Lightning needs to write and read them (the
+loader wrapper behind exact mid-epoch resume, the callbacks, the atomic ``CheckpointIO``
+and the ``ckpt_path`` to restore), and records a finished run (``final-weights.pt``, then
+``result.json``) so that running it again reuses the result instead of training.
 """
 
 from __future__ import annotations
 
 import logging
+import time
 from collections.abc import Iterable, Mapping
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from bz_lightning.checkpointing.callbacks import EpochCheckpoint, ResumeCheckpoint
+import torch
+
+from bz_lightning.checkpointing.callbacks import SIGNATURE_KEY, EpochCheckpoint, ResumeCheckpoint
 from bz_lightning.checkpointing.failures import CheckpointErrorPolicy, CheckpointWrites, GuardedCheckpointIO
-from bz_lightning.checkpointing.io import remove_stale_temp_files
+from bz_lightning.checkpointing.io import (
+    CHECKPOINT_VERSION,
+    VERSION_KEY,
+    atomic_write_bytes,
+    load_checkpoint,
+    remove_stale_temp_files,
+    to_plain,
+)
 from bz_lightning.checkpointing.resume import (
+    FINAL_WEIGHTS_FILE,
     RESULT_FILE,
     ResumeMode,
     ResumePlan,
     checkpoint_directory,
-    is_finished,
     plan_resume,
     write_finished_run,
 )
 from bz_lightning.checkpointing.rng import ReplayState, resumable_loader
-from bz_lightning.checkpointing.signature import compute_training_signature
+from bz_lightning.checkpointing.signature import signature_of, signature_parts, signature_payload
+from bz_lightning.errors import BzCheckpointError
 
 if TYPE_CHECKING:
     import lightning.pytorch as pl
+    from torch import nn
 
     from bz_lightning.bridge import LifecycleCallback
 
@@ -45,17 +58,19 @@ class RunCheckpoints:
         plan: what ``plan_resume`` decided for this run.
         signature: the run's signature (``compute_training_signature``).
         resume: the resume mode the plan was made with.
+        parts: a short hash of each part of the signature (``signature_parts``).
         on_checkpoint_error: what a failing write does (see ``CheckpointWrites``).
     """
 
     def __init__(self, plan: ResumePlan, signature: str, resume: ResumeMode,
-                 on_checkpoint_error: CheckpointErrorPolicy = "log") -> None:
+                 parts: dict[str, str] | None = None, on_checkpoint_error: CheckpointErrorPolicy = "log") -> None:
         self.plan = plan
         self.signature = signature
         self.resume = resume
+        self.parts = dict(parts or {})
         self.writes = CheckpointWrites(on_checkpoint_error)
         self.replay = ReplayState()
-        self.last = ResumeCheckpoint(plan.directory, signature, self.replay, self.writes)
+        self.last = ResumeCheckpoint(plan.directory, signature, self.replay, self.parts, self.writes)
 
     @classmethod
     def open(
@@ -65,17 +80,24 @@ class RunCheckpoints:
         optimizer: Any,
         loss_fn: Any,
         config: Mapping[str, Any],
+        call: Mapping[str, Any] | None = None,
+        data: Mapping[str, Any] | None = None,
+        code: Iterable[Any] = (),
         checkpoint_dir: str | None,
         runs_root: str | None,
         resume: ResumeMode,
         on_checkpoint_error: CheckpointErrorPolicy = "log",
     ) -> RunCheckpoints:
-        """Compute the signature, plan the resume and clear temp files killed writers left."""
-        signature = compute_training_signature(model, optimizer, loss_fn, config)
+        """Compute the signature, plan the resume and clear temp files killed writers left.
+
+        ``config``, ``call``, ``data`` and ``code`` are what ``compute_training_signature``
+        takes beside the model, the optimizer and the loss."""
+        payload = signature_payload(model, optimizer, loss_fn, config, call=call, data=data, code=code)
+        signature, parts = signature_of(payload), signature_parts(payload)
         base = checkpoint_dir if checkpoint_dir is not None else checkpoint_directory(runs_root or "runs", signature)
-        plan = plan_resume(base, resume, signature)
+        plan = plan_resume(base, resume, signature, parts)
         remove_stale_temp_files(plan.directory)
-        return cls(plan, signature, resume, on_checkpoint_error)
+        return cls(plan, signature, resume, parts, on_checkpoint_error)
 
     @property
     def directory(self) -> Path:
@@ -86,13 +108,50 @@ class RunCheckpoints:
         """The checkpoint ``fit`` restores, or ``None`` for a fresh start."""
         return str(self.plan.checkpoint_path) if self.plan.checkpoint_path else None
 
-    def finished_result(self, epochs: int) -> dict[str, Any] | None:
-        """The stored result when this run already finished ``epochs`` epochs (or stopped early)."""
-        if self.resume != "never" and is_finished(self.plan.finished, epochs):
-            log.info("run %s already finished (%s); reusing its result", self.signature, self.directory / RESULT_FILE)
-            return self.plan.finished
-        return None
+    # ---------------------------------------------------------------- a finished run
+    def finished_result(self, model: nn.Module) -> dict[str, Any] | None:
+        """The stored result when this run has already finished, with its final weights
+        loaded into ``model``; ``None`` when it has not (or ``resume="never"``).
 
+        A result whose weights file cannot be read is not reused: the run continues from
+        its last checkpoint instead, which records the result again.
+        """
+        stored = self.plan.finished
+        if self.resume == "never" or stored is None:
+            return None
+        path = self.directory / FINAL_WEIGHTS_FILE
+        try:
+            weights = load_checkpoint(path, map_location="cpu")
+            if weights.get(SIGNATURE_KEY) != self.signature:
+                raise BzCheckpointError(f"{path} belongs to the run {weights.get(SIGNATURE_KEY)!r}")
+            model.load_state_dict(weights["state_dict"])
+        except (BzCheckpointError, KeyError, RuntimeError) as err:
+            log.error("the run %s finished, but its final weights cannot be loaded (%s); continuing it from its "
+                      "last checkpoint instead of reusing its result", self.signature, err)
+            return None
+        return stored
+
+    def store_result(self, result: Mapping[str, Any], weights: Mapping[str, torch.Tensor]) -> None:
+        """Record the run as finished: its final weights, then ``result.json`` (written
+        last: a run killed in between has no result and is completed by its re-run).
+
+        A failing write is handled as a checkpoint's (``on_checkpoint_error``); without its
+        weights, no ``result.json`` is written, so the run is not reused."""
+        epoch = max(int(result.get("epochs_completed", 1)) - 1, 0)
+        plain = {VERSION_KEY: CHECKPOINT_VERSION, SIGNATURE_KEY: self.signature,
+                 "state_dict": to_plain({k: v.detach().cpu() for k, v in weights.items()}, "state_dict")}
+        weights_path = self.directory / FINAL_WEIGHTS_FILE
+        if not self.writes.run(weights_path, epoch, lambda: atomic_write_bytes(weights_path, lambda f: torch.save(plain, f))):
+            return
+        record = {"signature": self.signature, "signature_parts": self.parts,
+                  "finished_at": time.strftime("%Y-%m-%d %H:%M:%S"), **result}
+        self.writes.run(self.result_path, epoch, lambda: write_finished_run(self.directory, record))
+
+    @property
+    def result_path(self) -> Path:
+        return self.directory / RESULT_FILE
+
+    # ---------------------------------------------------------------- training
     def wrap_loader(self, loader: Iterable[Any]) -> Iterable[Any]:
         """The training loader, recording what exact mid-epoch resume needs."""
         return resumable_loader(loader, self.replay)
@@ -118,10 +177,3 @@ class RunCheckpoints:
     def is_preemption(self, stop: BaseException) -> bool:
         """Whether ``stop`` is the ``Preempted`` this run's SIGTERM handler raised."""
         return stop is self.last.preempted
-
-    def store_result(self, result: Mapping[str, Any]) -> None:
-        """Mark the run finished (``result.json``), so a re-run reuses it instead of training;
-        a failing write is handled as a checkpoint's (``on_checkpoint_error``)."""
-        epoch = max(int(result.get("epochs_completed", 1)) - 1, 0)
-        self.writes.run(self.directory / RESULT_FILE, epoch,
-                        lambda: write_finished_run(self.directory, {"signature": self.signature, **result}))

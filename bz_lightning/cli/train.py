@@ -11,7 +11,6 @@ schemas in ``bz_lightning.config`` before any data or model is built.
 
 from __future__ import annotations
 
-import json
 import logging
 import math
 import os
@@ -22,6 +21,7 @@ from typing import Any
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
+from bz_lightning._atomic import atomic_write_text, write_json
 from bz_lightning._config_manager import serving_bz_train_config
 from bz_lightning.cli._constants import CONF_DIR, CONFIG_NAME, METRICS_FILE
 from bz_lightning.cli._launch import (
@@ -38,6 +38,18 @@ from bz_lightning.errors import BzCheckpointError, BzConfigError
 __all__ = ["main", "train", "record_run", "CONF_DIR", "METRICS_FILE"]
 
 log = logging.getLogger("bz_lightning.cli")
+
+
+def _register_resolvers() -> None:
+    """``${bz.pid:}``: the id of the process that first resolves it, which keeps the run and
+    sweep directories of two ``bz-train`` started in the same second apart. Cached in the
+    config (like Hydra's ``${now:}``), so the jobs of a sweep launched elsewhere (SLURM,
+    joblib) see the launching process's id, not their own."""
+    if not OmegaConf.has_resolver("bz.pid"):
+        OmegaConf.register_new_resolver("bz.pid", lambda: str(os.getpid()), use_cache=True)
+
+
+_register_resolvers()
 
 
 @serving_bz_train_config
@@ -71,7 +83,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     if _is_rank_zero():
         if values["print_config"] and not in_multirun():  # a sweep prints its config once (SweepConfig)
             print(OmegaConf.to_yaml(values), flush=True)
-        OmegaConf.save(values, output_dir / "config.yaml")
+        atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(values))
     metrics = build_metrics(values["metrics"])
 
     if values["seed"] is not None:
@@ -144,7 +156,7 @@ def record_run(result: Any, *, status: str, optimized_metric: str | None, output
         "output_dir": str(output_dir),
     }
     if _is_rank_zero():
-        (output_dir / METRICS_FILE).write_text(json.dumps(record, indent=2) + "\n")
+        write_json(output_dir / METRICS_FILE, record)
         saved = f"saved {record['output_dir']}/{METRICS_FILE}"
         print(saved if summary_shown else f"{_final_line(record)}\n{saved}", flush=True)
     return record
@@ -188,6 +200,14 @@ def _job(cfg: DictConfig) -> float | None:
             record = train(cfg)
     except (BzConfigError, BzCheckpointError) as err:
         exit_with(err)
+    except SystemExit as stop:
+        if stop.code == 143 and _is_rank_zero():  # Preempted: say so in the job's record
+            from hydra.core.hydra_config import HydraConfig
+
+            from bz_lightning.cli.summary import record_job_end
+
+            record_job_end(HydraConfig.get().runtime.output_dir, "preempted", stop)
+        raise
     wanted = record["optimized_metric"]
     return record["metrics"].get(wanted) if wanted else None
 
@@ -213,7 +233,13 @@ def main() -> None:
             prepared.run(_job)
             return
         sys.argv[1:] = prepared
-    _hydra_main()
+    try:
+        _hydra_main()
+    finally:
+        # A sweep that a failed job ended never reached on_multirun_end: summarize it now.
+        from bz_lightning.cli.summary import finish_pending
+
+        finish_pending()
 
 
 def _is_rank_zero() -> bool:
@@ -239,7 +265,11 @@ def _finite(value: float) -> float | None:
 
 def _final_line(record: dict[str, Any]) -> str:
     shown = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record["metrics"].items())
-    return f"final ({record['epochs']} epochs, {record['duration_s']:.1f} s): {shown}"
+    epochs = f"{record['epochs']} epoch{'s' if record['epochs'] != 1 else ''}"
+    if record["reused"]:
+        return (f"reused the finished run {record['signature']} ({record['checkpoint_dir']}): nothing was trained; "
+                f"resume=never trains it again\nfinal ({epochs}, reused): {shown}")
+    return f"final ({epochs}, {record['duration_s']:.1f} s): {shown}"
 
 
 if __name__ == "__main__":

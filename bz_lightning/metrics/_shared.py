@@ -14,6 +14,7 @@ Any other metric, a user's own included, updates on its own as before.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Sequence
 from typing import TYPE_CHECKING, Any
 
@@ -26,6 +27,8 @@ if TYPE_CHECKING:
     from bz_lightning.metrics.base import Metric
 
 __all__ = ["MetricSet"]
+
+log = logging.getLogger("bz_lightning")
 
 
 class MetricSet:
@@ -50,8 +53,11 @@ class MetricSet:
         # None until the first batch has built the torchmetrics objects.
         self._updating: list[Metric] | None = None
         self._leader_of: dict[int, TorchmetricsShim] = {}
+        # States from a checkpoint, applied at the next update (on its batch's device).
+        self._restored: list[dict[str, Any] | None] | None = None
 
     def reset(self) -> None:
+        self._restored = None
         for metric in self.metrics:
             metric.reset()
 
@@ -60,17 +66,58 @@ class MetricSet:
             for metric in self._updating:
                 metric.update(preds, targets)
             return
+        if self._restored is not None:
+            self._apply_restored(preds.device)
         for metric in self.metrics:
             metric.update(preds, targets)
         self._group()
 
     def compute(self) -> dict[str, float]:
         """Each metric's value, keyed by its ``name``."""
+        if self._restored is not None:
+            self._apply_restored(None)
         for index, leader in self._leader_of.items():
             self.metrics[index]._follow(leader)  # type: ignore[attr-defined]
         return {metric.name: _one_number(metric, metric.compute()) for metric in self.metrics}
 
+    # ------------------------------------------------------------- checkpoints
+    def state_dict(self) -> list[dict[str, Any] | None]:
+        """Each metric's ``state_dict`` (``None`` for one that cannot save its state)."""
+        for index, leader in self._leader_of.items():  # followers hold the counts too
+            self.metrics[index]._follow(leader)  # type: ignore[attr-defined]
+        states = [metric.state_dict() for metric in self.metrics]
+        for metric, state in zip(self.metrics, states):
+            if state is None:
+                log.warning("metric %r cannot save what it has counted (its state_dict() returned None): after a "
+                            "resume, this epoch's value covers only the batches trained after it", metric.name)
+        return states
+
+    def load_state_dict(self, states: list[dict[str, Any] | None]) -> None:
+        """Take back what ``state_dict`` returned; applied when the next batch arrives."""
+        if len(states) != len(self.metrics):
+            log.warning("the checkpoint holds %d metric states for %d metrics; the interrupted epoch's metrics "
+                        "cover only the batches trained after the resume", len(states), len(self.metrics))
+            return
+        self._restored = states
+        self._updating = None  # group again, from the restored states
+        self._leader_of = {}
+
+    def _apply_restored(self, device: Any) -> None:
+        restored, self._restored = self._restored, None
+        assert restored is not None
+        for metric, state in zip(self.metrics, restored):
+            if state is None:
+                continue
+            metric.load_state_dict(state)
+            if device is not None and isinstance(metric, TorchmetricsShim):
+                metric._to_device(device)
+
     def _group(self) -> None:
+        for metric in self.metrics:
+            # States are compared as they are: nothing may wait in a metric's queue (after a
+            # restore, the batch just counted does), or a follower would add it twice.
+            if isinstance(metric, TorchmetricsShim):
+                metric._flush()
         groups: dict[object, list[int]] = {}
         for index, metric in enumerate(self.metrics):
             key = metric._share_key() if isinstance(metric, TorchmetricsShim) else None

@@ -86,6 +86,44 @@ class TorchmetricsShim(Metric):
         if self._tm is not None:
             self._tm.reset()
 
+    # ------------------------------------------------------------- checkpoints
+    def _build_info(self) -> dict[str, Any]:
+        """What ``_rebuild`` needs to re-create the torchmetrics object without a batch."""
+        return {}
+
+    def _rebuild(self, info: dict[str, Any]) -> torchmetrics.Metric:
+        """The torchmetrics object ``_build`` made, from what ``_build_info`` returned."""
+        raise NotImplementedError
+
+    def state_dict(self) -> dict[str, Any]:
+        """The torchmetrics states (counts, sums) accumulated since ``reset()``."""
+        self._flush()
+        tm = self._tm
+        if tm is None:
+            return {"built": None}
+        return {"built": self._build_info(), "states": {name: _own_shape(getattr(tm, name), default)
+                                                        for name, default in tm._defaults.items()},
+                "update_count": tm._update_count}
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        self._pending = []
+        info = state.get("built")
+        if info is None:
+            self.reset()
+            return
+        tm = self._rebuild(info)
+        for name, value in state["states"].items():
+            setattr(tm, name, value)
+        tm._update_count = int(state["update_count"])
+        tm._computed = None
+        self._tm = tm
+
+    def _to_device(self, device: Any) -> None:
+        """Move the restored state to the device the batches are on."""
+        if self._tm is not None:
+            self._tm = self._tm.to(device)
+
+
     def update(self, preds: Tensor, targets: Tensor) -> None:
         if self._tm is None:  # the first batch: checked in full, and counted at once
             self._tm = self._build(preds, targets).to(preds.device)
@@ -142,3 +180,15 @@ class TorchmetricsShim(Metric):
 
     def _repr_args(self) -> dict[str, Any]:
         return {"name": self._name}
+
+
+def _own_shape(value: Any, default: Any) -> Any:
+    """A state in the metric's own shape. A metric that sums its counts over classes (micro
+    accuracy) may hold its compute-group leader's per-class counts (see ``_follow``):
+    summed, they are its own."""
+    import torch
+
+    if isinstance(value, torch.Tensor) and isinstance(default, torch.Tensor) and value.shape != default.shape:
+        if default.shape == (1,) and value.ndim == 1:
+            return value.sum(0, keepdim=True)
+    return value

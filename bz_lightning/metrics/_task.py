@@ -19,7 +19,7 @@ from __future__ import annotations
 
 from collections.abc import Hashable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Literal, Optional, get_args
+from typing import TYPE_CHECKING, Any, Literal, Optional, get_args
 
 from bz_lightning.errors import BzConfigError
 from bz_lightning.metrics._shim import TorchmetricsShim
@@ -240,6 +240,24 @@ class ClassificationShim(TorchmetricsShim):
     def reset(self) -> None:
         super().reset()
         self._ranges = []
+
+    def _build_info(self) -> dict[str, Any]:
+        task = self._task
+        assert task is not None
+        if self._ranges:
+            self._fold_ranges()
+        return {"kind": task.kind, "num_classes": task.num_classes, "scores": task.scores,
+                "ranges": [list(pair) for pair in self._ranges]}
+
+    def _rebuild(self, info: dict[str, Any]) -> torchmetrics.Metric:
+        task = Task(info["kind"], int(info["num_classes"]), bool(info["scores"]))
+        self._task = task
+        self._ranges = [(low, high) for low, high in info.get("ranges", [])]
+        return self._make(task)
+
+    def _to_device(self, device: Any) -> None:
+        super()._to_device(device)
+        self._ranges = [(low.to(device), high.to(device)) for low, high in self._ranges]
 
     def _repr_args(self) -> dict[str, object]:
         args: dict[str, object] = {}

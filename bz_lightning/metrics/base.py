@@ -5,8 +5,9 @@ Importing this module does not import torch: ``bz list-metrics`` stays fast.
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
-from typing import TYPE_CHECKING, ClassVar, Optional
+from typing import TYPE_CHECKING, Any, ClassVar, Optional
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -71,3 +72,33 @@ class Metric(ABC):
     def name(self) -> str:
         """The name the value is reported and logged under."""
         return self._name or self.__class__.__name__
+
+    def state_dict(self) -> Optional[dict[str, Any]]:
+        """What the metric has accumulated since the last ``reset()``, as plain values, so
+        that a checkpoint written in the middle of an epoch can carry it over (``None``: it
+        cannot be saved, and a run resumed from such a checkpoint says so).
+
+        The default is a copy of the instance's attributes when each one is a number, a
+        string, a tensor or a list, tuple or dict of those, as in the example above; a
+        metric holding anything else overrides this and ``load_state_dict``.
+        """
+        state = vars(self)
+        if not all(_storable(value) for value in state.values()):
+            return None
+        return copy.deepcopy(dict(state))
+
+    def load_state_dict(self, state: dict[str, Any]) -> None:
+        """Take back what ``state_dict`` returned (in a new process, after a resume)."""
+        vars(self).update(copy.deepcopy(state))
+
+
+def _storable(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_storable(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, (str, int)) and _storable(v) for k, v in value.items())
+    import torch  # only ever called while training, with torch imported
+
+    return isinstance(value, torch.Tensor)

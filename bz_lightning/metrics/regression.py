@@ -5,7 +5,7 @@ Computed by ``torchmetrics.regression``, built at the first batch on that batch'
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from bz_lightning.metrics._shim import TorchmetricsShim
 
@@ -27,9 +27,13 @@ class _ElementwiseError(TorchmetricsShim):
     _tm_cls: str
 
     def _build(self, preds: Tensor, targets: Tensor) -> torchmetrics.Metric:
-        import torchmetrics.regression
 
         self._prepare(preds, targets)
+        return self._rebuild({})
+
+    def _rebuild(self, info: dict[str, Any]) -> torchmetrics.Metric:
+        import torchmetrics.regression
+
         return getattr(torchmetrics.regression, self._tm_cls)()  # type: ignore[no-any-return]
 
     def _prepare(self, preds: Tensor, targets: Tensor) -> tuple[Tensor, Tensor]:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 from abc import ABC
 from typing import Any, ClassVar
@@ -9,7 +10,7 @@ from typing import Any, ClassVar
 from bz_lightning.context import PluginContext
 from bz_lightning.stages import Stage
 
-__all__ = ["Plugin", "implemented_stages"]
+__all__ = ["Plugin", "implemented_stages", "public_settings"]
 
 
 class Plugin(ABC):
@@ -56,6 +57,25 @@ class Plugin(ABC):
         """A logger named ``bz_lightning.plugins.<name>``."""
         return logging.getLogger(f"bz_lightning.plugins.{self.name}")
 
+    @property
+    def state_key(self) -> str:
+        """The key of this plugin's ``state_dict`` in checkpoints, as Lightning's
+        ``Callback.state_key``: the plugin's ``name``, so adding or removing another plugin
+        never hands this one somebody else's state. Two plugins with the same key are told
+        apart by their order; give them names (or override this) to make that stable."""
+        return self.name
+
+    def run_signature(self) -> Any:
+        """What about this plugin defines the run (part of the run's signature), or ``None``
+        when it cannot change what a run trains or reports (it only shows or writes).
+
+        The default is the class and every public attribute holding a plain value (numbers,
+        strings, lists and dicts of them, dataclass configs) when the run starts. Override
+        it when the plugin's behaviour depends on something else.
+        """
+        cls = type(self)
+        return {"class": f"{cls.__module__}.{cls.__qualname__}", "name": self.name, "settings": public_settings(self)}
+
     def run_stage(self, stage: Stage | str, context: PluginContext) -> None:
         """Call the method named by ``stage`` with ``context``."""
         getattr(self, Stage(stage).value)(context)
@@ -75,7 +95,9 @@ class Plugin(ABC):
         epoch training continues from."""
 
     def start_epoch(self, context: PluginContext) -> None:
-        """At the start of every epoch."""
+        """At the start of every epoch. An epoch resumed in its middle (after a preemption)
+        starts again in the new process, with the batches trained before the interruption
+        already in the context's totals; ``context.extra["resumed_batches"]`` says how many."""
 
     def start_training_loop(self, context: PluginContext) -> None:
         """Before the first training batch of an epoch."""
@@ -109,6 +131,35 @@ class Plugin(ABC):
 
     def end_training_session(self, context: PluginContext) -> None:
         """Once, after the last epoch, also when training stopped early or failed."""
+
+
+def public_settings(obj: Any) -> dict[str, Any]:
+    """``obj``'s public attributes that hold plain values (numbers, strings, lists and dicts
+    of them, dataclasses as dicts), sorted by name: how ``run_signature`` describes it."""
+    attributes = getattr(obj, "__dict__", {})
+    return {k: _plain(v) for k, v in sorted(attributes.items()) if not k.startswith("_") and _is_plain(v)}
+
+
+def _is_plain(value: Any) -> bool:
+    if value is None or isinstance(value, (bool, int, float, str)):
+        return True
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    if isinstance(value, dict):
+        return all(isinstance(k, str) and _is_plain(v) for k, v in value.items())
+    return dataclasses.is_dataclass(value) and not isinstance(value, type)
+
+
+def _plain(value: Any) -> Any:
+    if dataclasses.is_dataclass(value) and not isinstance(value, type):
+        return {f.name: _plain(getattr(value, f.name)) for f in dataclasses.fields(value)}
+    if isinstance(value, (list, tuple)):
+        return [_plain(v) for v in value]
+    if isinstance(value, dict):
+        return {k: _plain(v) for k, v in value.items()}
+    if isinstance(value, float) and value != value:  # NaN: JSON has no NaN
+        return "nan"
+    return value
 
 
 def implemented_stages(plugin: Plugin) -> frozenset[Stage]:

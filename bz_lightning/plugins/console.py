@@ -89,6 +89,10 @@ class ConsoleOutPlugin(Plugin):
         self._max_epochs: int | None = None
         self._epochs_run = 0
 
+    def run_signature(self) -> None:
+        """``None``: it only shows progress, so it is not part of the run's signature."""
+        return None
+
     @classmethod
     def init(cls, spec: Any, update_interval: int = 1) -> ConsoleOutPlugin:
         """Build the plugin from a ``TrainingSpecification`` (uses the loaders' lengths)."""

@@ -112,11 +112,11 @@ class OptunaPruningPlugin(Plugin):
             return
         value = monitored_value(context, self.monitor)
         if value is None or not math.isfinite(value):
-            self.logger.warning("epoch %d: %s is %s; not reported to Optuna", context.epoch, self.monitor, value)
+            self.logger.warning("epoch %d: %s is %s; not reported to Optuna", context.epoch + 1, self.monitor, value)
             return
         self._trial.report(value, step=context.epoch)
         if self._trial.should_prune():
-            self.logger.info("Optuna pruned trial %d at epoch %d (%s %.4f)", self.trial_number, context.epoch,
+            self.logger.info("Optuna pruned trial %d after epoch %d (%s %.4f)", self.trial_number, context.epoch + 1,
                              self.monitor, value)
             self._trial.set_user_attr(PRUNED_ATTR, True)
             self.pruned = True

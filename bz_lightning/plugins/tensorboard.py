@@ -67,6 +67,10 @@ class TensorBoardPlugin(Plugin):
         self._previous_total = 0.0
         self._previous_count = 0
 
+    def run_signature(self) -> None:
+        """``None``: it only writes what the run reports, so it is not part of the run's signature."""
+        return None
+
     @classmethod
     def init(cls, spec: Any, log_dir: str = "runs/experiment") -> TensorBoardPlugin:
         """Build the plugin from a ``TrainingSpecification`` (uses ``len(spec.training_loader)``)."""
