@@ -5,7 +5,7 @@ VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 BIN := $(VENV)/bin
 
-.PHONY: install train test test-lowest test-slurm bench lint typecheck clean
+.PHONY: install train test test-lowest test-slurm bench bench-gpu lint typecheck clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,11 @@ test-lowest:
 
 bench: install
 	$(BIN)/python benchmarks/run_all.py
+
+# Throughput against an autocast(bf16) + torch.compile hand loop, and syncs per step, on a
+# GPU; says so and exits 0 where there is no CUDA device.
+bench-gpu: install
+	$(BIN)/python benchmarks/bench_gpu.py
 
 lint: install
 	$(BIN)/ruff check bz_lightning hydra_plugins tests examples benchmarks

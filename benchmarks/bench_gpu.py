@@ -1,14 +1,14 @@
-"""CNN on MNIST-shaped data on a GPU: bz with ``bf16-mixed`` and ``compile=True`` against a
-hand-written loop with autocast and ``torch.compile``.
+"""CNN on MNIST-shaped data on a GPU: bz (bare and default) against a hand-written loop with
+``torch.autocast(bfloat16)`` and ``torch.compile``; steps/s, ratios and syncs per step.
 
 Run: ``python benchmarks/bench_gpu.py [--rounds 5] [--batch 256] [--steps 300]``
-
-Without a CUDA device it prints that it was skipped and exits 0 (``--device cpu`` runs the
-same code on the CPU, as a smoke test of the script; its figures mean nothing).
+(``make bench-gpu``). Without a CUDA device it says so and exits 0 (``--device cpu`` runs
+the same code on the CPU as a smoke test of the script; its figures mean nothing).
 
 The model is ``bz_lightning.models.CNN([1, 28, 28], 10)`` (what ``experiment=mnist``
-trains), Adam(lr 1e-3), cross-entropy; the data is a list of pre-built random MNIST-shaped
-batches already on the device, so no loader or copy is timed. Rows:
+trains), Adam(lr 1e-3), cross-entropy, ``torch.set_float32_matmul_precision("high")``; the
+data is a list of pre-built random MNIST-shaped batches already on the device, so no loader
+or copy is timed. Rows:
 
 * ``hand``: ``torch.compile(model)``, ``zero_grad / autocast(bfloat16) forward + loss /
   backward / step``;
@@ -23,6 +23,13 @@ batches already on the device, so no loader or copy is timed. Rows:
 Every variant compiles its model anew each run; the first ``--skip`` steps (compilation)
 are not timed. The step time is the median over blocks of 10 steps, each block ended by
 ``torch.cuda.synchronize()``, so it is the device's pace, not the host's queueing.
+
+Syncs per step: one more, untimed run of each variant under
+``torch.cuda.set_sync_debug_mode("warn")``, counting the warnings torch emits for every
+synchronising CUDA call made during the training steps after ``--skip`` (inside
+Lightning's per-batch ``advance``; the whole loop for ``hand``), divided by the number of
+those steps. Unlike ``bench_host_reads.py`` (a CPU proxy), this sees every synchronisation,
+including those inside torch's C++ (boolean indexing, ``nonzero``, pageable copies).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ import statistics
 import sys
 import tempfile
 import time
+import warnings
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -40,6 +48,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import torch  # noqa: E402
 from _harness import fmt_ratio, interleave, paired  # noqa: E402
+from bench_host_reads import Phases  # noqa: E402
 from bench_steps import MINIMAL, default_metrics, default_plugins, quiet  # noqa: E402
 from torch import nn  # noqa: E402
 
@@ -51,27 +60,35 @@ LABELS = {
     "bz_bare": "bz Trainer (bf16-mixed, compile=True), no plugins",
     "bz_default": "bz default (console+tensorboard+acc+f1)",
 }
+SYNC_MESSAGE = "synchroniz"  # torch: "called a synchronizing CUDA operation"
 
 
 class DeviceTimedBatches:
-    """Batches on the device; stamps every ``BLOCK`` batches after a device synchronisation."""
+    """Batches on the device; stamps every ``BLOCK`` batches after a device synchronisation.
+
+    With ``timed=False`` it only counts: ``counting`` is ``True`` once ``skip`` batches were
+    handed out (what the sync counter looks at)."""
 
     BLOCK = 10
 
-    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]], skip: int, device: torch.device) -> None:
-        self.batches, self.skip, self.device = batches, skip, device
+    def __init__(self, batches: list[tuple[torch.Tensor, torch.Tensor]], skip: int, device: torch.device,
+                 timed: bool = True) -> None:
+        self.batches, self.skip, self.device, self.timed = batches, skip, device, timed
         self.stamps: list[float] = []
+        self.counting = False
 
     def __len__(self) -> int:
         return len(self.batches)
 
     def __iter__(self) -> Iterator[tuple[torch.Tensor, torch.Tensor]]:
-        self.stamps = []
+        self.stamps, self.counting = [], False
         for i, batch in enumerate(self.batches):
-            if i >= self.skip and (i - self.skip) % self.BLOCK == 0:
-                if self.device.type == "cuda":
-                    torch.cuda.synchronize(self.device)
-                self.stamps.append(time.perf_counter())
+            if i >= self.skip:
+                self.counting = True
+                if self.timed and (i - self.skip) % self.BLOCK == 0:
+                    if self.device.type == "cuda":
+                        torch.cuda.synchronize(self.device)
+                    self.stamps.append(time.perf_counter())
             yield batch
 
     def seconds_per_step(self) -> float:
@@ -83,21 +100,25 @@ def make_model() -> nn.Module:
     return CNN([1, 28, 28], 10)
 
 
-def run_hand(data: DeviceTimedBatches) -> None:
+def run_hand(data: DeviceTimedBatches, phases: Phases | None = None) -> None:
     model = make_model().to(data.device)
     compiled = torch.compile(model)
     optimizer = torch.optim.Adam(model.parameters(), lr=1e-3)
     loss_fn = nn.CrossEntropyLoss()
     model.train()
+    if phases is not None:
+        phases.phase = "steps"  # no Lightning loop: the whole loop is steps
     for x, y in data:
         optimizer.zero_grad(set_to_none=True)
         with torch.autocast(data.device.type, dtype=torch.bfloat16):
             loss = loss_fn(compiled(x), y)
         loss.backward()
         optimizer.step()
+    if phases is not None:
+        phases.phase = "other"
 
 
-def run_lightning(data: DeviceTimedBatches) -> None:
+def run_lightning(data: DeviceTimedBatches, phases: Phases | None = None) -> None:
     import lightning.pytorch as pl
 
     class Plain(pl.LightningModule):
@@ -116,7 +137,7 @@ def run_lightning(data: DeviceTimedBatches) -> None:
     pl.Trainer(**{**MINIMAL, "accelerator": data.device.type, "precision": "bf16-mixed"}).fit(Plain(), data)
 
 
-def run_bz(data: DeviceTimedBatches, *, plugins: bool, log_dir: str) -> None:
+def run_bz(data: DeviceTimedBatches, phases: Phases | None = None, *, plugins: bool, log_dir: str) -> None:
     from bz_lightning.trainer import Trainer
 
     trainer = Trainer()
@@ -129,6 +150,27 @@ def run_bz(data: DeviceTimedBatches, *, plugins: bool, log_dir: str) -> None:
                       metrics=default_metrics() if plugins else [])
 
 
+def count_syncs(run: Callable[[DeviceTimedBatches, Phases], None], data: DeviceTimedBatches) -> float:
+    """Synchronising CUDA calls per training step after ``skip`` (see the module docstring)."""
+    found = 0
+
+    with Phases() as phases:
+        def show(message: Any, category: Any, filename: str, lineno: int, file: Any = None, line: Any = None) -> None:
+            nonlocal found
+            if SYNC_MESSAGE in str(message) and data.counting and phases.phase == "steps":
+                found += 1
+
+        with warnings.catch_warnings():
+            warnings.simplefilter("always")
+            warnings.showwarning = show
+            torch.cuda.set_sync_debug_mode("warn")
+            try:
+                run(data, phases)
+            finally:
+                torch.cuda.set_sync_debug_mode("default")
+    return found / (len(data) - data.skip)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rounds", type=int, default=5, help="timed rounds (plus one warm-up round)")
@@ -138,10 +180,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--device", default="cuda", choices=["cuda", "cpu"])
     args = parser.parse_args(argv)
     if args.device == "cuda" and not torch.cuda.is_available():
-        print("bench_gpu: skipped, no CUDA device (the CNN bf16-mixed + compile figures need a GPU)")
+        print("bench_gpu: no CUDA device here, nothing measured (the figures need a GPU; "
+              "`--device cpu` runs the script as a smoke test)")
         return 0
     device = torch.device(args.device)
     quiet()
+    torch.set_float32_matmul_precision("high")
     torch.backends.cudnn.benchmark = True
     gen = torch.Generator().manual_seed(0)
     batches = [(torch.rand(args.batch, 1, 28, 28, generator=gen).to(device),
@@ -150,14 +194,14 @@ def main(argv: list[str] | None = None) -> int:
     print(f"{name}, torch {torch.__version__}; CNN on MNIST-shaped batches of {args.batch}, {args.steps} steps per "
           f"run ({args.skip} untimed), {args.rounds} rounds + 1 warm-up")
     with tempfile.TemporaryDirectory() as log_dir:
-        runs: dict[str, Callable[[DeviceTimedBatches], None]] = {
+        runs: dict[str, Callable[..., None]] = {
             "hand": run_hand,
             "lightning": run_lightning,
-            "bz_bare": lambda d: run_bz(d, plugins=False, log_dir=log_dir),
-            "bz_default": lambda d: run_bz(d, plugins=True, log_dir=log_dir),
+            "bz_bare": lambda d, p=None: run_bz(d, p, plugins=False, log_dir=log_dir),
+            "bz_default": lambda d, p=None: run_bz(d, p, plugins=True, log_dir=log_dir),
         }
 
-        def timed(run: Callable[[DeviceTimedBatches], None]) -> Callable[[], float]:
+        def timed(run: Callable[..., None]) -> Callable[[], float]:
             def once() -> float:
                 data = DeviceTimedBatches(batches, args.skip, device)
                 run(data)
@@ -165,12 +209,17 @@ def main(argv: list[str] | None = None) -> int:
             return once
 
         times = interleave({n: timed(r) for n, r in runs.items()}, args.rounds)
+        syncs = {n: count_syncs(r, DeviceTimedBatches(batches, args.skip, device, timed=False))
+                 for n, r in runs.items()} if device.type == "cuda" else {}
     ratios = paired(times, "hand")
-    print("| setup | steps/s | vs hand (min..max) |\n|---|---:|---|")
+    print("| setup | steps/s | throughput vs hand (min..max) | syncs/step |\n|---|---:|---|---:|")
     for n in runs:
-        print(f"| {LABELS[n]} | {1 / statistics.median(times[n]):.0f} | {fmt_ratio(ratios[n])} |")
+        throughput = 1 / ratios[n].median  # the ratios are of step times
+        sync = f"{syncs[n]:.3f}" if n in syncs else "n/a"
+        print(f"| {LABELS[n]} | {1 / statistics.median(times[n]):.0f} | {throughput:.2f} "
+              f"(step time {fmt_ratio(ratios[n]).strip()}) | {sync} |")
     layer = paired(times, "lightning")["bz_bare"]
-    print(f"bz's own layer (bz_bare vs lightning): {fmt_ratio(layer)}")
+    print(f"bz's own layer (bz_bare vs lightning): {fmt_ratio(layer)} step time")
     return 0
 
 

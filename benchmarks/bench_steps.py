@@ -127,7 +127,9 @@ def run_hand(data: TimedBatches) -> None:
         optimizer.step()
 
 
-def _plain_module(usual: bool) -> Any:
+def _plain_module(usual: bool, epoch_log: bool = False) -> Any:
+    """A plain ``LightningModule``; ``usual``: logging the loss, accuracy and F1 every step
+    (and the validation loss and accuracy); ``epoch_log``: the losses once per epoch."""
     import lightning.pytorch as pl
 
     class Plain(pl.LightningModule):
@@ -140,6 +142,7 @@ def _plain_module(usual: bool) -> Any:
 
                 self.train_acc = torchmetrics.classification.MulticlassAccuracy(10, average="micro")
                 self.train_f1 = torchmetrics.classification.MulticlassF1Score(10, average="macro")
+                self.val_acc = torchmetrics.classification.MulticlassAccuracy(10, average="micro")
 
         def training_step(self, batch: Any, batch_idx: int) -> torch.Tensor:
             x, y = batch
@@ -151,7 +154,18 @@ def _plain_module(usual: bool) -> Any:
                 self.log("train_loss", loss, on_step=True, on_epoch=True, prog_bar=True)
                 self.log("train_acc", self.train_acc, on_step=True, on_epoch=True, prog_bar=True)
                 self.log("train_f1", self.train_f1, on_step=True, on_epoch=True)
+            elif epoch_log:
+                self.log("train_loss", loss, on_step=False, on_epoch=True)
             return loss
+
+        def validation_step(self, batch: Any, batch_idx: int) -> None:
+            x, y = batch
+            preds = self.model(x)
+            if usual or epoch_log:
+                self.log("val_loss", self.loss_fn(preds, y), prog_bar=usual)
+            if usual:
+                self.val_acc(preds, y)
+                self.log("val_acc", self.val_acc, prog_bar=True)
 
         def configure_optimizers(self) -> torch.optim.Optimizer:
             return make_optimizer(self.parameters())

@@ -3,11 +3,13 @@
 Run: ``python benchmarks/run_all.py [--quick]``
 
 * ``bench_steps.py``: per-step slowdown against a hand-written loop, and Python calls per step;
+* ``bench_host_reads.py``: host reads (device synchronisations) per training step, counted on the CPU;
 * ``bench_metrics.py``: per-update cost of the metric shims against torchmetrics;
 * ``bench_cli.py``: latency of ``bz --help`` and friends, and whether they import torch;
 * ``bench_first_step.py``: time to the first training step, ``bz-train`` against Lightning;
 * ``bench_gpu.py``: CNN with ``bf16-mixed`` and ``compile=True`` on a GPU against an autocast
-  hand-written loop (prints that it was skipped where there is no CUDA device).
+  + ``torch.compile`` hand-written loop, and syncs per step (says it measured nothing where
+  there is no CUDA device; ``make bench-gpu`` runs it alone).
 
 Each script also runs on its own; ``benchmarks/README.md`` records their latest figures.
 ``--quick`` runs fewer rounds (a smoke test, not figures to record).
@@ -27,6 +29,7 @@ HERE = Path(__file__).resolve().parent
 
 SUITE = {
     "bench_steps.py": ([], ["--rounds", "2", "--steps", "120,40"]),
+    "bench_host_reads.py": ([], []),
     "bench_metrics.py": ([], ["--rounds", "3", "--updates", "100"]),
     "bench_cli.py": ([], ["--rounds", "2"]),
     "bench_first_step.py": ([], ["--rounds", "1"]),

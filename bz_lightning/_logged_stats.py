@@ -21,6 +21,8 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from bz_lightning._split_stats import SplitReading
+
 __all__ = ["LoggedStats", "step_loss"]
 
 log = logging.getLogger("bz_lightning")
@@ -122,3 +124,13 @@ class LoggedStats:
 
     def metric_values(self) -> dict[str, float]:
         return self._metrics
+
+    def read_loss_total(self) -> float:
+        """``loss_total`` as a method, like ``SplitStats.read_loss_total``."""
+        return self.loss_total
+
+    def read(self, metrics: bool = True) -> SplitReading:
+        """The values so far, as ``SplitStats.read`` gives them."""
+        last = self.last_loss
+        return SplitReading(loss_total=self.loss_total, last_loss=None if last is None else float(last),
+                            count=self.count, metrics=dict(self._metrics) if metrics else None)

@@ -21,7 +21,7 @@ from lightning.pytorch.trainer.states import TrainerFn
 
 from bz_lightning._logged_stats import LoggedStats
 from bz_lightning.context import PluginContext, RunningStats, context_values, restore_context, split_stats
-from bz_lightning.errors import BzConfigError, BzPluginError
+from bz_lightning.errors import BzConfigError, BzPluginError, NonFiniteLossError
 from bz_lightning.plugins.base import Plugin, implemented_stages
 from bz_lightning.stages import Stage
 
@@ -220,6 +220,8 @@ class LifecycleCallback(pl.Callback):
         for plugin in self._listeners[stage]:
             try:
                 plugin.run_stage(stage, self.context)
+            except NonFiniteLossError:
+                raise  # the run's own error, found when a plugin read the run's values
             except Exception as err:
                 self._plugin_failed(plugin, stage, err)
             else:
@@ -282,7 +284,8 @@ class LifecycleCallback(pl.Callback):
         elif stage is Stage.END_TRAINING_SESSION:
             self._copy_run_state(module)
         elif self._listeners[stage]:
-            # Batch stages: the running totals become floats only when somebody listens.
+            # Batch stages: only when somebody listens, and the totals are read from the
+            # device only if a plugin reads them (see _copy_stats).
             if stage is Stage.END_TRAINING_BATCH:
                 self._copy_stats(trainer, self._stats(module, "train"), validation=False, loop_end=False)
             elif stage is Stage.END_VALIDATION_BATCH:
@@ -306,9 +309,18 @@ class LifecycleCallback(pl.Callback):
         all-reduce per loop, never per step), so every process's plugins decide alike."""
         if stats is None:
             return
-        total, count = stats.loss_total, stats.count
-        metrics = stats.metric_values() if loop_end else None  # reduced by their own compute
-        if loop_end and trainer.world_size > 1:
+        ctx = self.context
+        if not loop_end:
+            # At a batch stage the total is read from the device only if a plugin reads it.
+            total: Any = stats.read_loss_total
+            if validation:
+                ctx.validation_loss_total, ctx.validation_batch_count = total, stats.count
+            else:
+                ctx.training_loss_total, ctx.training_batch_count = total, stats.count
+            return
+        reading = stats.read()  # one host read; metrics reduced by their own compute
+        total, count, metrics = reading.loss_total, reading.count, reading.metrics
+        if trainer.world_size > 1:
             import torch
 
             summed = trainer.strategy.reduce(
@@ -316,15 +328,12 @@ class LifecycleCallback(pl.Callback):
                 reduce_op="sum",
             )
             total, count = float(summed[0]), int(summed[1])
-        ctx = self.context
         if validation:
             ctx.validation_loss_total, ctx.validation_batch_count = total, count
-            if metrics is not None:
-                ctx.validation_metrics = metrics
+            ctx.validation_metrics = metrics or {}
         else:
             ctx.training_loss_total, ctx.training_batch_count = total, count
-            if metrics is not None:
-                ctx.training_metrics = metrics
+            ctx.training_metrics = metrics or {}
 
     def _should_fire(self, stage: Stage) -> bool:
         """Whether ``stage`` fires this time (the table's side conditions)."""
@@ -438,6 +447,11 @@ class LifecycleCallback(pl.Callback):
     def on_train_epoch_end(self, trainer: pl.Trainer, pl_module: pl.LightningModule) -> None:
         if self._logged is not None:
             self._logged["train"].read_logged(trainer.callback_metrics)
+        elif trainer.world_size > 1 and not trainer.sanity_checking:
+            # Lightning computes the epoch's logged values when first asked, sync_dist ones
+            # with a collective: every process asks here, before plugins that run on rank 0
+            # only (the console) read them.
+            _ = trainer.callback_metrics
         self._on_hook("on_train_epoch_end", trainer, pl_module)
         self._written_checkpoint = None
         # A stop requested at any stage of this epoch takes effect now: Lightning checks

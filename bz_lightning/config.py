@@ -56,6 +56,7 @@ __all__ = [
     "TrainingSpecification",
     "Rule",
     "PRECISIONS",
+    "BZ_OWNED_TRAINER_KEYS",
 ]
 
 
@@ -160,6 +161,14 @@ _LOG_OR_RAISE = _one_of(("log", "raise"))
 _SKIP_OR_RAISE = _one_of(("skip", "raise"))
 
 
+class MatmulPrecision(str, Enum):
+    """``trainer.float32_matmul_precision``: ``torch.set_float32_matmul_precision``'s values."""
+
+    highest = "highest"
+    high = "high"
+    medium = "medium"
+
+
 @dataclass
 class MLPConfig:
     _target_: str = "bz_lightning.models.MLP"
@@ -235,6 +244,7 @@ class DigitsConfig:
     num_workers: int = _rule(0, _COUNT)
     input_shape: List[int] = _rule([1, 8, 8], _SIZES)
     num_classes: int = _rule(10, _AT_LEAST_1)
+    pin_memory: Optional[bool] = None
 
 
 @dataclass
@@ -249,6 +259,7 @@ class MNISTConfig:
     )
     input_shape: List[int] = _rule([1, 28, 28], _SIZES)
     num_classes: int = _rule(10, _AT_LEAST_1)
+    pin_memory: Optional[bool] = None
 
 
 # ------------------------------------------------------------------------------ loss
@@ -262,6 +273,8 @@ class LossConfig:
 @dataclass
 class ConsoleOutOptions:
     update_interval: int = _rule(10, _AT_LEAST_1)
+    # None: 0.5 s with bars, 10 s for plain lines (see ConsoleProgressBar).
+    refresh_seconds: Optional[float] = _rule(None, _optional(_AT_LEAST_0))
 
 
 @dataclass
@@ -279,6 +292,21 @@ class OptunaPruningOptions:
 
 
 # --------------------------------------------------------------------- trainer, paths
+#: ``lightning.Trainer`` arguments bz-train sets itself: ``trainer.<key>`` is refused with
+#: ``(the bz key that sets it, the fix)`` rather than silently overridden. Any other
+#: ``lightning.Trainer`` argument may be set as ``trainer.<key>`` and is passed on.
+BZ_OWNED_TRAINER_KEYS: dict[str, tuple[str, str]] = {
+    "max_epochs": ("epochs", "epochs={value}"),
+    "accelerator": ("trainer.device", "trainer.device=cpu|cuda|cuda:N|mps|auto"),
+    "logger": ("the logger group", "logger=csv, logger=[csv,mlflow] or logger=many"),
+    "callbacks": ("the callbacks group", "callbacks=[model_checkpoint,lr_monitor] or +callbacks.NAME._target_=CLASS"),
+    "enable_checkpointing": ("checkpoint_interval (bz checkpoints every run)",
+                             "checkpoint_interval=N, or callbacks=[model_checkpoint] for top-k checkpoints"),
+    "enable_progress_bar": ("the console_out plugin", "plugins=[console_out,...] or callbacks=[rich_progress_bar]"),
+    "default_root_dir": ("paths.output_dir", "paths.output_dir=DIR or hydra.run.dir=DIR"),
+}
+
+
 @dataclass
 class TrainerConfig:
     """Options passed to ``bz_lightning.Trainer.train`` and on to ``lightning.Trainer``.
@@ -298,6 +326,9 @@ class TrainerConfig:
     log_every_n_steps: int = _rule(50, _AT_LEAST_1)
     plugin_errors: str = _rule("log", _LOG_OR_RAISE)
     on_checkpoint_error: str = _rule("log", _LOG_OR_RAISE)
+    # bz-train calls torch.set_float32_matmul_precision with it before training; None: leave
+    # torch's setting ("highest" unless changed). trainer=gpu sets "high" (TF32 matmuls).
+    float32_matmul_precision: Optional[MatmulPrecision] = None
     strategy: Optional[str] = None
     devices: Any = None
     num_nodes: Optional[int] = _rule(None, _optional(_AT_LEAST_1))
@@ -342,6 +373,17 @@ class TrainConfig:
     loss: Any = field(default_factory=LossConfig)
     metrics: Dict[str, Any] = field(default_factory=dict)
     plugins: Dict[str, Any] = field(default_factory=dict)
+    # Lightning loggers and callbacks by name, each a node with a _target_ (the logger and
+    # callbacks groups, or +logger.NAME._target_=...).
+    logger: Dict[str, Any] = field(default_factory=dict)
+    callbacks: Dict[str, Any] = field(default_factory=dict)
+    # Start from this checkpoint (Lightning's fit(ckpt_path=...)); its file is read as data only.
+    ckpt_path: Optional[str] = None
+    # A project's own values, free-form: ${extras.num_features}.
+    extras: Dict[str, Any] = field(default_factory=dict)
+    # A project's own top-level keys (num_features: 8, read as ${num_features}); every other
+    # unknown top-level key is still a typo. Checked by bz_lightning.cli._validate.
+    extra_keys: Any = field(default_factory=list)
 
 
 TARGET_SCHEMAS: dict[str, type] = {

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any, Dict, Protocol
+from typing import TYPE_CHECKING, Any, Dict, Protocol, Union
 
 if TYPE_CHECKING:
-    from bz_lightning._split_stats import SplitStats
+    from bz_lightning._split_stats import SplitReading, SplitStats
 
 __all__ = ["PluginContext", "RunningStats", "context_values", "epoch_values", "mean", "restore_context",
            "running_stats", "split_stats"]
@@ -17,13 +18,41 @@ _SAVED_FIELDS = ("epoch", "training_loss_total", "training_batch_count", "valida
                  "validation_batch_count", "training_metrics", "validation_metrics", "should_stop_training")
 
 
+class _ReadOnDemand:
+    """A ``float`` field that may be given a function producing it instead of the value.
+
+    The bridge sets the running loss totals at batch stages this way: reading one from a
+    device means waiting for the device, and most plugins that run at every batch never
+    look at it. The function runs the first time the field is read; its value is kept.
+    """
+
+    def __init__(self, default: float) -> None:
+        self.default = default
+
+    def __set_name__(self, owner: type, name: str) -> None:
+        self.slot = f"_{name}"
+
+    def __get__(self, obj: Any, owner: type | None = None) -> float:
+        if obj is None:
+            return self.default  # the dataclass field's default
+        value = obj.__dict__[self.slot]
+        if callable(value):
+            value = obj.__dict__[self.slot] = float(value())
+        return value  # type: ignore[no-any-return]
+
+    def __set__(self, obj: Any, value: Union[float, Callable[[], float]]) -> None:
+        obj.__dict__[self.slot] = value
+
+
 @dataclass
 class PluginContext:
     """What the trainer tells plugins at every stage.
 
     Loss totals and batch counts cover the current epoch: they are reset at
     ``start_epoch`` (training) and ``start_validation_loop`` (validation), so the mean
-    training loss of an epoch is ``training_loss_total / training_batch_count``.
+    training loss of an epoch is ``training_loss_total / training_batch_count``. At batch
+    stages the loss totals are read from the device only when a plugin reads them (on an
+    accelerator each such read waits for the device).
     Metrics are filled at ``end_training_loop`` and ``end_validation_loop`` under each
     metric's ``name``. A plugin asks for the run to stop by setting
     ``should_stop_training``; the epoch in progress finishes and no later epoch starts.
@@ -35,8 +64,9 @@ class PluginContext:
     """
 
     epoch: int = 0
-    training_loss_total: float = 0.0
-    validation_loss_total: float = 0.0
+    # Set to a function at batch stages, read from the device only when a plugin reads it.
+    training_loss_total: float = _ReadOnDemand(0.0)  # type: ignore[assignment]
+    validation_loss_total: float = _ReadOnDemand(0.0)  # type: ignore[assignment]
     training_batch_count: int = 0
     validation_batch_count: int = 0
     training_metrics: Dict[str, float] = field(default_factory=dict)
@@ -92,6 +122,12 @@ class RunningStats(Protocol):
 
     def metric_values(self) -> dict[str, float]:
         """Each metric's value so far, by name."""
+
+    def read_loss_total(self) -> float:
+        """``loss_total``, as a function the context calls only when a plugin reads it."""
+
+    def read(self, metrics: bool = True) -> SplitReading:
+        """The loss total, last loss, count and (with ``metrics``) metric values, read at once."""
 
 
 def context_values(context: PluginContext) -> dict[str, Any]:

@@ -23,13 +23,14 @@ from lightning.pytorch.trainer.states import TrainerFn
 from torch import Tensor, nn
 
 from bz_lightning._batch_guard import BatchErrorPolicy, FailedBatch, NonFinitePolicy, SkipBudget, SkippedBatch
-from bz_lightning._split_stats import SplitStats
+from bz_lightning._nonfinite import NonFiniteGuard
+from bz_lightning._split_stats import SplitReading, SplitStats
 from bz_lightning.errors import BzConfigError, BzError, NonFiniteLossError
 
 if TYPE_CHECKING:
     from bz_lightning.metrics.base import Metric
 
-__all__ = ["BzModule", "SplitStats", "OptimizerLike", "SchedulerLike"]
+__all__ = ["BzModule", "SplitStats", "SplitReading", "OptimizerLike", "SchedulerLike"]
 
 log = logging.getLogger("bz_lightning")
 
@@ -59,9 +60,17 @@ class BzModule(pl.LightningModule):
         on_batch_error: ``"skip"`` a training batch whose loading, forward pass or loss
             raises (no optimizer step; logged with its traceback and counted), or
             ``"raise"``.
-        on_nonfinite_loss: ``"raise"`` ``NonFiniteLossError`` on a NaN/Inf training loss
-            (before its backward pass, so the weights stay finite), or ``"skip"`` the batch
-            under the same budget as failed batches.
+        on_nonfinite_loss: ``"raise"``: ``NonFiniteLossError`` (epoch, batch, last finite
+            loss) for a NaN/Inf training loss. No step reads its loss on the host for this:
+            the losses are read where values are read anyway (every ``log_every_n_steps``
+            steps with a logger, a console refresh, a TensorBoard batch scalar, the end of
+            the training loop), before any checkpoint is written and at least every 1,000
+            steps. Each read that finds them finite keeps a copy of the weights (in host
+            memory); the read that finds a non-finite loss puts that copy back (the
+            optimizer's state is not) and raises, so the weights stay finite and no
+            checkpoint holds NaN. ``"skip"``: skip such a batch, under the same budget as
+            failed batches; deciding that before its backward pass costs one host read per
+            step (so does DDP, where the processes agree on every skip).
         max_skipped_batches: the budget: an int per run, or a float in (0, 1) as a fraction
             of one epoch's batches. One more skip raises ``BzError`` naming the first cause.
 
@@ -94,16 +103,24 @@ class BzModule(pl.LightningModule):
         self.on_batch_error = on_batch_error
         self.on_nonfinite_loss = on_nonfinite_loss
         self.skip_budget = SkipBudget(max_skipped_batches)
-        # The last finite training loss of earlier epochs (this epoch's is stats["train"].last_loss).
+        # Finds non-finite training losses without a host read per step (see training_step).
+        self._guard = NonFiniteGuard()
+        # The last finite training loss of earlier epochs, where each step reads its loss
+        # (this epoch's is stats["train"].last_loss).
         self._last_finite_loss: Tensor | float | None = None
-        # (world size, train_loss_step interval or 0): read from the trainer in on_train_start
-        # rather than at every step; None (live reads) until then.
-        self._step_settings: tuple[int, int] | None = None
+        # (world size, train_loss_step interval or 0, whether each step reads its loss):
+        # read from the trainer in on_train_start rather than at every step; None (live
+        # reads) until then.
+        self._step_settings: tuple[int, int, bool] | None = None
         # Set by a training step that every DDP process skips; see optimizer_step.
         self._skip_update = False
         # What went wrong without stopping the run (NaN validation losses, batches that
         # never came), for the summary and TrainingResult.warnings.
         self._warnings: list[str] = []
+        # Per epoch: its index, its number of batches, whether its values were logged.
+        self._epoch = 0
+        self._epoch_batches: int | float = 0
+        self._train_logged = False
         if not isinstance(model, nn.Module):
             raise BzConfigError(f"model must be a torch.nn.Module, got {type(model).__name__}")
         if not callable(loss_fn):
@@ -113,7 +130,8 @@ class BzModule(pl.LightningModule):
         self.optimizer = optimizer
         self.scheduler = scheduler
         self.stats = {
-            split: SplitStats(split, [copy.deepcopy(m) for m in metrics]) for split in ("train", "val", "test")
+            split: SplitStats(split, [copy.deepcopy(m) for m in metrics], self._guard if split == "train" else None)
+            for split in ("train", "val", "test")
         }
         if hyperparameters:
             self.save_hyperparameters(dict(hyperparameters))
@@ -122,6 +140,62 @@ class BzModule(pl.LightningModule):
         # not the forward pass is compiled.
         self.__dict__["_forward"] = torch.compile(model) if compile else model
         self._compiled = compile
+
+    @classmethod
+    def load_from_checkpoint(  # type: ignore[override]
+        cls,
+        checkpoint_path: str | Any,
+        map_location: Any = None,
+        hparams_file: Any = None,
+        strict: bool | None = None,
+        weights_only: bool | None = None,
+        **kwargs: Any,
+    ) -> BzModule:
+        """A ``BzModule`` with the weights of ``checkpoint_path`` (bz's checkpoints, the
+        ``ModelCheckpoint`` files of ``bz-train callbacks=[model_checkpoint]``, any
+        Lightning checkpoint of a ``BzModule``).
+
+        A checkpoint is data: it is read with ``torch.load(weights_only=True)`` and what its
+        stored config names is never imported or built. So the code is yours: pass
+        ``model=``, ``loss_fn=`` and ``optimizer=`` (and ``metrics=`` etc.) as to
+        ``BzModule(...)``; the checkpoint's tensors are loaded into ``model`` and its
+        ``hyper_parameters`` become ``hparams`` (unless ``hyperparameters=`` is given).
+
+        Example:
+            >>> module = BzModule.load_from_checkpoint(  # doctest: +SKIP
+            ...     "outputs/train/runs/.../checkpoints/epoch=2-val_loss=0.1234.ckpt",
+            ...     model=MLP([1, 8, 8], 10), loss_fn=nn.CrossEntropyLoss(), optimizer=torch.optim.Adam)
+
+        Raises:
+            BzConfigError: ``model``, ``loss_fn`` or ``optimizer`` missing, ``hparams_file``
+                given, or ``weights_only=False`` asked for.
+            BzCheckpointError: the file is missing, not a checkpoint, holds pickled code, or
+                its weights do not fit ``model``.
+        """
+        from bz_lightning.checkpointing.io import describe_load_error, read_lightning_checkpoint
+        from bz_lightning.errors import BzCheckpointError
+
+        missing = [name for name in ("model", "loss_fn", "optimizer") if name not in kwargs]
+        if missing:
+            raise BzConfigError(
+                f"BzModule.load_from_checkpoint needs {', '.join(f'{m}=...' for m in missing)}: a checkpoint holds "
+                "weights, not the code that builds the network (what it names is never imported)"
+            )
+        if hparams_file is not None:
+            raise BzConfigError("BzModule.load_from_checkpoint: hparams_file is not supported; pass hyperparameters=")
+        if weights_only is False:
+            raise BzConfigError("BzModule.load_from_checkpoint reads checkpoints with weights_only=True only")
+        checkpoint = read_lightning_checkpoint(checkpoint_path, map_location=map_location)
+        kwargs.setdefault("hyperparameters", checkpoint.get("hyper_parameters") or None)
+        module = cls(**kwargs)
+        module.on_load_checkpoint(checkpoint)
+        try:
+            module.load_state_dict(checkpoint["state_dict"], strict=True if strict is None else strict)
+        except RuntimeError as err:
+            raise BzCheckpointError(
+                f"{checkpoint_path}: its weights do not fit the model given: {describe_load_error(err)}"
+            ) from None
+        return module
 
     # ----------------------------------------------------------------------------- steps
     def forward(self, inputs: Any) -> Any:
@@ -174,14 +248,22 @@ class BzModule(pl.LightningModule):
                 error = err
         if error is not None and self.on_batch_error == "raise":
             raise error
-        # The one host synchronisation of a step: the verdict must be known before backward.
-        # The value read for it is what the epoch's loss sums, so that costs nothing more.
-        value = loss.item() if loss is not None else math.nan
-        if loss is not None and not math.isfinite(value):
-            error = NonFiniteLossError(self.current_epoch, batch_idx, value, self._last_finite_value())
-            if self.on_nonfinite_loss == "raise":
-                raise error
-        world_size, log_every = self._step_settings or self._read_step_settings()
+        world_size, log_every, each_step = self._step_settings or self._read_step_settings()
+        value: Tensor | float | None = None
+        if loss is not None:
+            value = loss.detach()
+            if each_step:
+                # on_nonfinite_loss="skip" decides before backward, and DDP processes agree
+                # on every skip: one host read per step. The float is what the epoch sums.
+                value = value.item()
+                if not math.isfinite(value):
+                    error = NonFiniteLossError(self.current_epoch, batch_idx, value, self._last_finite_value())
+                    if self.on_nonfinite_loss == "raise":
+                        raise error
+            else:
+                # No host read: the guard reads the losses where values are read anyway
+                # (and puts back finite weights if one was not finite).
+                self._guard.observe(value, self._epoch, batch_idx)
         skip = error is not None
         if world_size > 1:  # every process skips together (one all-reduce)
             skip = self.trainer.strategy.reduce_boolean_decision(skip, all=False)
@@ -195,11 +277,15 @@ class BzModule(pl.LightningModule):
             # the update itself.
             self._skip_update = True
             return sum((p.sum() for p in self.model.parameters() if p.requires_grad), torch.zeros((), device=self.device)) * 0.0
-        assert loss is not None
+        assert loss is not None and value is not None
         self.stats["train"].update(value, preds, targets)
         if log_every and (self._trainer.global_step + 1) % log_every == 0:  # type: ignore[union-attr]
+            # Lightning reads the logged value at this step anyway: check the losses first.
+            self._guard.check()
             # One self.log per log interval instead of per step: it costs ~1,900 Python calls.
             self.log("train_loss_step", loss.detach(), on_step=True, on_epoch=False)
+        elif self._guard.due:
+            self._guard.check()
         return loss
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
@@ -219,13 +305,16 @@ class BzModule(pl.LightningModule):
         except _SkipUpdate:
             self._skip_update = False
 
-    def _read_step_settings(self) -> tuple[int, int]:
-        """(world size, interval of ``train_loss_step`` or 0 when nothing would record it)."""
+    def _read_step_settings(self) -> tuple[int, int, bool]:
+        """(world size, interval of ``train_loss_step`` or 0 when nothing would record it,
+        whether each step reads its loss on the host: under ``on_nonfinite_loss="skip"``
+        and DDP)."""
         trainer = self._trainer
+        each_step = self.on_nonfinite_loss == "skip"
         if trainer is None:
-            return 1, 0
+            return 1, 0, each_step
         every = getattr(trainer, "log_every_n_steps", 0)  # set by Lightning's logger connector
-        return trainer.world_size, every if every and trainer.loggers else 0
+        return trainer.world_size, every if every and trainer.loggers else 0, each_step or trainer.world_size > 1
 
     def _last_finite_value(self) -> float | None:
         # Only finite losses reach stats["train"]; before this epoch's first, the last of earlier epochs.
@@ -266,6 +355,9 @@ class BzModule(pl.LightningModule):
         self.skip_budget.record_missing(missing)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
+        # Whoever writes a checkpoint (bz, ModelCheckpoint, SIGTERM): never one after a
+        # non-finite loss.
+        self._guard.check()
         # The skip budget is per run: batches skipped before an interruption still count.
         checkpoint["bz_skipped_batches"] = [[s.epoch, s.batch, s.reason, s.traceback] for s in self.skip_budget.skipped]
 
@@ -277,6 +369,11 @@ class BzModule(pl.LightningModule):
         num_batches = self.trainer.num_training_batches
         self.skip_budget.resolve(num_batches)
         self._step_settings = self._read_step_settings()
+        self._guard.reset()  # a new fit: nothing unread, nothing reported
+        # A run resumed mid-epoch continues that epoch without on_train_epoch_start.
+        self._epoch, self._epoch_batches, self._train_logged = self.current_epoch, num_batches, False
+        if not self._step_settings[2]:  # the guard, not a read per step, finds non-finite losses
+            self._guard.watch([*self.parameters(), *self.buffers()], lambda: self.trainer.global_step)
 
     def on_train_end(self) -> None:
         self._step_settings = None
@@ -297,6 +394,18 @@ class BzModule(pl.LightningModule):
         if train.last_loss is not None:
             self._last_finite_loss = train.last_loss
         train.reset()
+        self._epoch = self.current_epoch
+        self._epoch_batches = self.trainer.num_training_batches
+        self._train_logged = False
+
+    def on_train_batch_end(self, outputs: Any, batch: Any, batch_idx: int) -> None:
+        # The training loop's values are final after its last batch. Logged now rather than in
+        # on_train_epoch_end, which Lightning calls after the callbacks' on_train_epoch_end,
+        # every callback (and bz's end_epoch stage) finds them in trainer.callback_metrics.
+        progress = self._trainer.fit_loop.epoch_loop.batch_progress  # type: ignore[union-attr]
+        if progress.is_last_batch or progress.current.ready == self._epoch_batches:
+            self._log_train()
+
 
     def on_validation_epoch_start(self) -> None:
         trainer = self.trainer
@@ -320,11 +429,19 @@ class BzModule(pl.LightningModule):
 
     def on_train_epoch_end(self) -> None:
         self._check_trained()
-        self._log_split("train")
+        self._log_train()  # when the loop ended early (max_steps), or its last batch was not seen
+
+    def _log_train(self) -> None:
+        if self._train_logged:
+            return
+        self._train_logged = True
+        self._log_split("train")  # reads the values and the non-finite flag in one transfer
+        self._guard.check()  # a no-op unless no batch was counted (all skipped)
         if self.skip_budget.skipped:
             # Every process skips the same steps (a batch failing on one is skipped by all):
             # each counts them all, so the processes' maximum is that count.
-            self.log("skipped_batches", float(self.skipped_batches), sync_dist=True, reduce_fx="max")
+            self.log("skipped_batches", float(self.skipped_batches), sync_dist=True, reduce_fx="max",
+                     on_step=False, on_epoch=True, batch_size=1)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -350,9 +467,10 @@ class BzModule(pl.LightningModule):
         # under DDP; a metric of the user's own that computes a local value is averaged too.
         values = stats.logged_values()
         loss_key = f"{split}_loss"
-        self.log(loss_key, values.pop(loss_key), sync_dist=True)
+        # As epoch values (also from on_train_batch_end), one value each: batch_size=1.
+        self.log(loss_key, values.pop(loss_key), sync_dist=True, on_step=False, on_epoch=True, batch_size=1)
         if values:
-            self.log_dict(values, sync_dist=True)
+            self.log_dict(values, sync_dist=True, on_step=False, on_epoch=True, batch_size=1)
 
     # ----------------------------------------------------------------------- optimization
     def configure_optimizers(self) -> Any:

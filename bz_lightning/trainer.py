@@ -14,7 +14,7 @@ from torch import nn
 
 from bz_lightning._run import as_list, code_objects, debug_options, describe_call, result_of, reuse, stored_fields
 from bz_lightning.context import PluginContext
-from bz_lightning.errors import BzConfigError
+from bz_lightning.errors import BzCheckpointError, BzConfigError
 from bz_lightning.plugins.base import Plugin
 
 if TYPE_CHECKING:
@@ -143,6 +143,7 @@ class Trainer:
         runs_root: str | None = None,
         config: Mapping[str, Any] | None = None,
         on_checkpoint_error: CheckpointErrorPolicy = "log",
+        ckpt_path: str | None = None,
         **lightning_kwargs: Any,
     ) -> TrainingResult:
         """Train ``model`` and return the final context and metrics.
@@ -191,6 +192,10 @@ class Trainer:
                 path and the error, the file there stays the last good checkpoint, the
                 failure is counted in ``checkpoint_failures`` and the console summary, and
                 training goes on; ``"raise"``: the error stops the run.
+            ckpt_path: start from this checkpoint (weights, optimizer, epoch and loop state,
+                as Lightning's ``fit(ckpt_path=...)``), unless the run has a checkpoint of its
+                own to continue (a re-run of a preempted run goes on from its own). Read with
+                ``torch.load(weights_only=True)``: a checkpoint is data.
             **lightning_kwargs: passed to ``lightning.Trainer`` (``precision``,
                 ``gradient_clip_val``, ``accumulate_grad_batches``, ``deterministic``,
                 ``logger``, ``enable_progress_bar``, ...). A debug option
@@ -233,7 +238,9 @@ class Trainer:
                 validation_loader=validation_loader, device=device, epochs=epochs, compile=compile,
                 metrics=metrics, hyperparameters=hyperparameters, scheduler=scheduler, callbacks=user_callbacks,
                 policies={"plugin_errors": plugin_errors, "on_batch_error": on_batch_error,
-                          "on_nonfinite_loss": on_nonfinite_loss, "max_skipped_batches": max_skipped_batches},
+                          "on_nonfinite_loss": on_nonfinite_loss, "max_skipped_batches": max_skipped_batches,
+                          # A run started from a checkpoint is keyed by the file's content.
+                          **({"ckpt_sha256": _file_sha256(ckpt_path)} if ckpt_path is not None else {})},
                 checkpoint_dir=checkpoint_dir, runs_root=runs_root, resume=resume, config=config,
                 lightning_kwargs=lightning_kwargs, on_checkpoint_error=on_checkpoint_error,
             )
@@ -241,6 +248,12 @@ class Trainer:
                 reused = reuse(checkpoints, model)
                 if reused is not None:
                     return reused
+        start = None
+        if ckpt_path is not None and (checkpoints is None or checkpoints.ckpt_path is None):
+            from bz_lightning.checkpointing.io import read_lightning_checkpoint
+
+            start = (ckpt_path, read_lightning_checkpoint(ckpt_path, map_location="cpu"))
+            self.logger.info("starting from %s", ckpt_path)
 
         # 2. Build the module, the loaders and the callbacks.
         module = self._build_module(model, loss_fn, optimizer, scheduler, metrics, compile=compile,
@@ -250,17 +263,19 @@ class Trainer:
         bridge = LifecycleCallback(self.plugins, hyperparameters=hyperparameters, plugin_errors=plugin_errors)
         lightning_trainer = self._lightning_trainer(bridge, user_callbacks, checkpoints, checkpoint_interval,
                                                     max_epochs=epochs, device_args=device_args,
-                                                    lightning_kwargs=lightning_kwargs)
+                                                    lightning_kwargs=lightning_kwargs, start=start)
 
         # 3. Fit.
-        duration = self._fit(lightning_trainer, module, loader, validation_loader, checkpoints)
+        duration = self._fit(lightning_trainer, module, loader, validation_loader, checkpoints,
+                             start_path=start[0] if start else None)
 
         # 4. Record it.
         result = result_of(bridge, module, lightning_trainer, duration)
+        result.resumed_from = start[0] if start else None
         if checkpoints is not None:
             result.signature = checkpoints.signature
             result.checkpoint_dir = str(checkpoints.directory)
-            result.resumed_from = checkpoints.ckpt_path
+            result.resumed_from = checkpoints.ckpt_path or result.resumed_from
             result.checkpoint_failures = checkpoints.writes.failures  # the final records' writes join it
             if lightning_trainer.is_global_zero:
                 checkpoints.store_result(stored_fields(result, epochs), model.state_dict())
@@ -338,10 +353,12 @@ class Trainer:
     @staticmethod
     def _lightning_trainer(bridge: LifecycleCallback, user_callbacks: Sequence[Any],
                            checkpoints: RunCheckpoints | None, checkpoint_interval: int, *, max_epochs: int,
-                           device_args: Mapping[str, Any], lightning_kwargs: Mapping[str, Any]) -> pl.Trainer:
+                           device_args: Mapping[str, Any], lightning_kwargs: Mapping[str, Any],
+                           start: tuple[str, dict[str, Any]] | None = None) -> pl.Trainer:
         """A ``lightning.Trainer`` with bz's callbacks around the user's: ``epoch-N.ckpt``
         first, then the bridge (which adapts Keras-style callbacks), the user's Lightning
-        callbacks, and ``last.ckpt`` last."""
+        callbacks, and ``last.ckpt`` last. ``start``: the ``ckpt_path`` to start from and its
+        content, already read, handed to the checkpoint IO so Lightning does not read it again."""
         import lightning.pytorch as pl
 
         lightning_callbacks = []
@@ -368,12 +385,31 @@ class Trainer:
             # The same list the writes append to, for the end-of-run summary.
             bridge.context.extra["checkpoint_failures"] = checkpoints.writes.failures
             options["plugins"] = [checkpoints.checkpoint_io(), *as_list(lightning_kwargs.get("plugins"))]
+        if start is not None:
+            if checkpoints is None:
+                options["plugins"] = [_start_io(), *as_list(lightning_kwargs.get("plugins"))]
+            options["plugins"][0].preload(*start)  # read once, as data; Lightning restores from it
         options["callbacks"] = [*first, bridge, *lightning_callbacks, *last]
-        return pl.Trainer(**options)
+        # Lightning refuses a ModelCheckpoint or a progress bar among the callbacks when
+        # checkpointing or the bar is off (bz's defaults): the user's callback turns it on.
+        if any(isinstance(c, pl.callbacks.ModelCheckpoint) for c in lightning_callbacks):
+            options["enable_checkpointing"] = True
+        if any(isinstance(c, pl.callbacks.ProgressBar) for c in lightning_callbacks):
+            options["enable_progress_bar"] = True
+        from lightning.fabric.utilities.exceptions import MisconfigurationException
+
+        try:
+            return pl.Trainer(**options)
+        except (MisconfigurationException, TypeError, ValueError) as err:
+            # bz-train's trainer.* values reach Lightning unchecked by bz: its check, one line.
+            detail = " ".join(str(err).split()) or type(err).__name__
+            raise BzConfigError(f"lightning.Trainer refused its options (bz-train: trainer.*): {detail}") from err
 
     def _fit(self, lightning_trainer: pl.Trainer, module: BzModule, loader: Iterable[Any],
-             validation_loader: Iterable[Any] | None, checkpoints: RunCheckpoints | None) -> float:
-        """Run ``fit``; return its wall time. SIGTERM ends it with ``Preempted`` (exit 143)."""
+             validation_loader: Iterable[Any] | None, checkpoints: RunCheckpoints | None,
+             start_path: str | None = None) -> float:
+        """Run ``fit`` (from the run's own checkpoint, else ``start_path``); return its wall
+        time. SIGTERM ends it with ``Preempted`` (exit 143)."""
         from lightning.pytorch.utilities.exceptions import SIGTERMException
 
         started = time.perf_counter()
@@ -386,8 +422,8 @@ class Trainer:
             # bz's loader wrapper resumes mid-epoch exactly (see checkpointing.rng).
             warnings.filterwarnings("ignore", message=".*resuming from a checkpoint that ended before the epoch.*")
             try:
-                lightning_trainer.fit(module, loader, validation_loader,
-                                      ckpt_path=checkpoints.ckpt_path if checkpoints else None)
+                own = checkpoints.ckpt_path if checkpoints else None
+                lightning_trainer.fit(module, loader, validation_loader, ckpt_path=own or start_path)
             except SIGTERMException:
                 # SIGTERM before bz's handler was installed: Lightning would exit with 0.
                 from bz_lightning.checkpointing import Preempted
@@ -443,3 +479,22 @@ def lightning_device_args(device: str | torch.device) -> dict[str, Any]:
             raise BzConfigError("device='mps' but MPS is not available on this machine; use 'cpu' or 'auto'")
         return {"accelerator": "mps", "devices": 1}
     raise BzConfigError(f"device must be {allowed}, got {device!r}")
+
+
+def _file_sha256(path: str) -> str:
+    import hashlib
+
+    digest = hashlib.sha256()
+    try:
+        with open(path, "rb") as f:
+            for block in iter(lambda: f.read(1 << 20), b""):
+                digest.update(block)
+    except OSError as err:
+        raise BzCheckpointError(f"ckpt_path {path}: {err.strerror or err}") from None
+    return digest.hexdigest()
+
+
+def _start_io() -> Any:
+    from bz_lightning.checkpointing.io import AtomicCheckpointIO
+
+    return AtomicCheckpointIO()

@@ -94,7 +94,7 @@ def test_spec_project_trains_records_and_continues(tmp_path: Path) -> None:
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     out = first.stdout
     # bz_config.json: 3 epochs, console_out (bz-train's cadence: every 10 batches) and early stopping.
-    assert "epoch 1/3  train 10/22  loss " in out and "epoch 1/3  val 7/7  loss " in out
+    assert "epoch 1/3  train 22/22  loss " in out and "epoch 1/3  val 7/7  loss " in out  # refreshed by time
     assert "training finished: 3 epochs in " in out
     (record,) = records(project)
     assert record["status"] == "complete" and record["epochs"] == 3 and not record["reused"]
@@ -111,21 +111,25 @@ def test_spec_project_trains_records_and_continues(tmp_path: Path) -> None:
     checkpoints = project / "runs" / record["signature"] / "checkpoints"
     assert record["checkpoint_dir"] == str(Path("runs") / record["signature"] / "checkpoints")
     assert sorted(p.name for p in checkpoints.iterdir()) == [
-        "epoch-1.ckpt", "epoch-2.ckpt", "epoch-3.ckpt", "last.ckpt", "result.json"]
+        "epoch-1.ckpt", "epoch-2.ckpt", "epoch-3.ckpt", "final-weights.pt", "last.ckpt", "result.json"]
     # The recorded validation metrics are the last epoch's weights scored by scikit-learn
     # (train.py's metrics: Accuracy(), Precision(average="macro"), Recall()).
     expected = expected_validation_metrics(project, checkpoints / "epoch-3.ckpt")
     assert {k: record["metrics"][k] for k in expected} == pytest.approx(expected, abs=1e-6)
     assert record["metrics"]["val_accuracy"] > 0.8
 
-    # The same command with more epochs continues the run from its last checkpoint.
+    # The same command reuses the finished run, loudly; more epochs is another run.
+    same = bz("train", cwd=project)
+    assert same.returncode == 0, same.stdout[-3000:] + same.stderr[-3000:]
+    reused = records(project)[-1]
+    assert reused["reused"] and reused["signature"] == record["signature"] and reused["metrics"] == record["metrics"]
+    assert f"reused the finished run {record['signature']}" in same.stdout
     again = bz("train", "--epochs", "4", cwd=project)
     assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
     second = records(project)[-1]
-    assert second["signature"] == record["signature"] and second["epochs"] == 4
-    assert second["resumed_from"] == str(Path("runs") / record["signature"] / "checkpoints" / "last.ckpt")
-    assert second["overrides"] == ["epochs=4"]
-    assert "epoch 4/4  train_loss" in again.stdout and "epoch 3/4" not in again.stdout
+    assert second["signature"] != record["signature"] and second["epochs"] == 4
+    assert second["resumed_from"] is None and not second["reused"] and second["overrides"] == ["epochs=4"]
+    assert "epoch 1/4  train_loss" in again.stdout and "epoch 4/4  train_loss" in again.stdout
 
 
 PLUGIN_PACKAGE = '''

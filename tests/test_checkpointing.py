@@ -54,6 +54,7 @@ SAME = {
     "log_every_n_steps": ("trainer.log_every_n_steps", 1),
     "console plugin": ("plugins.console_out.verbose", False),
     "task_name": ("task_name", "other"),
+    "pin_memory": ("data.pin_memory", True),
 }
 DIFFERENT = {
     # A 2-epoch run is not the first half of a 50-epoch one (a cosine schedule's T_max...).
@@ -68,6 +69,7 @@ DIFFERENT = {
     "early stopping": ("plugins.early_stopping.patience", 4),
     "gradient clipping": ("trainer.gradient_clip_val", 1.0),
     "device": ("device", "cuda"),
+    "matmul precision": ("trainer.float32_matmul_precision", "high"),
 }
 
 

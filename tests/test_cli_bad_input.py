@@ -115,6 +115,11 @@ def test_full_error_raises(monkeypatch) -> None:
     ("metrics=[accuracy,mse]", "(regression)"),
     ("optimizer.lr=nan", "expected a number >= 0"),
     (f"paths.runs_dir={A_FILE}/runs", "cannot be a directory"),
+    # Keys bz sets itself are refused by bz's own table, before Lightning is imported.
+    ("trainer.max_epochs=5", "use epochs=5"),
+    ("trainer.logger=false", "from the logger group"),
+    ("ckpt_path=missing.ckpt", "no such file"),
+    ("extra_keys=[epochs]", "one of bz's keys"),
 ])
 def test_config_errors_do_not_import_torch(argv, fragment, tmp_path) -> None:
     """A typo costs a fraction of a second: neither torch nor Lightning is imported."""

@@ -48,6 +48,7 @@ EPOCH_LINE = re.compile(
 def test_non_interactive_run_prints_plain_lines(model, train_loader, val_loader, capsys):
     spec = SimpleNamespace(training_loader=train_loader, validation_loader=val_loader, hyperparameters={})
     console = ConsoleOutPlugin.init(spec, update_interval=2)
+    console.bar.refresh_seconds = 0  # every update_interval batches, not by time
     assert (console.training_data_len, console.validation_data_len) == (3, 3)
     values, result = train(console, model, train_loader, val_loader)
     out = capsys.readouterr().out  # a pipe, not a terminal: no bars

@@ -183,7 +183,8 @@ def test_real_run_stops_at_once_and_restores_best_weights(model, train_loader, v
     # No extra epoch: the epoch after the stop request never started.
     assert recorder.started == [0, 1, 2]
     assert result.epochs_completed == 3 and result.stopped_early
-    assert stopper.history == recorder.losses
+    # What the module logged (float32) against the context's float64 totals.
+    assert stopper.history == pytest.approx(recorder.losses, rel=1e-6)
     final = model.state_dict()
     assert all(torch.equal(final[k], recorder.weights[0][k]) for k in final)
     assert not all(torch.equal(final[k], recorder.weights[2][k]) for k in final)
@@ -198,7 +199,7 @@ def test_missing_monitor_in_a_real_run_names_the_keys(model, train_loader):
     message = str(info.value)
     assert "'EarlyStoppingPlugin' failed in stage 'end_epoch'" in message
     assert "'validation_loss', which does not exist after epoch 1" in message
-    assert "available: training_loss" in message
+    assert "available: train_loss" in message  # what the module logged
 
 
 def test_state_is_saved_in_checkpoints_and_restored_on_resume(model, train_loader, val_loader, tmp_path):
@@ -228,3 +229,117 @@ def test_state_is_saved_in_checkpoints_and_restored_on_resume(model, train_loade
     final = model.state_dict()
     assert all(torch.equal(final[k], first.best_weights[k]) for k in final)
 
+
+
+# ------------------------------------------------- any LightningModule, by its logged values
+class ScriptedModule(pl.LightningModule):
+    """A user's own LightningModule (no BzModule): trains a small net and logs scripted
+    scores, ``val_score`` during validation and ``train_score`` from ``training_step``."""
+
+    def __init__(self, val_scores=None, train_scores=None) -> None:
+        super().__init__()
+        from conftest import make_model
+
+        self.net = make_model()
+        self.val_scores, self.train_scores = val_scores, train_scores
+
+    def training_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.cross_entropy(self.net(x), y)
+        self.log("loss", loss)
+        if self.train_scores is not None:
+            self.log("train_score", float(self.train_scores[self.current_epoch]), on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch, batch_idx):
+        if self.val_scores is not None:
+            self.log("val_score", float(self.val_scores[self.current_epoch]))
+
+    def configure_optimizers(self):
+        return torch.optim.SGD(self.parameters(), lr=0.5)
+
+
+class Epochs(pl.Callback):
+    """Epochs started, and the module's weights at each epoch end."""
+
+    def __init__(self) -> None:
+        self.started: list[int] = []
+        self.weights: list[dict[str, torch.Tensor]] = []
+
+    def on_train_epoch_start(self, trainer, pl_module):
+        self.started.append(trainer.current_epoch)
+
+    def on_train_epoch_end(self, trainer, pl_module):
+        self.weights.append(copy.deepcopy(pl_module.state_dict()))
+
+
+def fit_plain(module, stopper, train_loader, val_loader=None, **options):
+    epochs = Epochs()
+    trainer = pl.Trainer(max_epochs=10, accelerator="cpu", logger=False, enable_checkpointing=False,
+                         enable_progress_bar=False, enable_model_summary=False, num_sanity_val_steps=0,
+                         callbacks=[LifecycleCallback([stopper]), epochs], **options)
+    trainer.fit(module, train_loader, val_loader)
+    return trainer, epochs
+
+
+def test_a_users_module_stops_at_once_and_gets_its_best_weights_back(train_loader, val_loader):
+    # mode max, patience 2: best 0.6 at epoch 1; epochs 2 and 3 do not beat it.
+    module = ScriptedModule(val_scores=[0.5, 0.6, 0.55, 0.58, 0.9, 0.9, 0.9, 0.9, 0.9, 0.9])
+    stopper = EarlyStoppingPlugin(EarlyStoppingConfig(monitor="val_score", mode="max", patience=2, min_delta=0.0,
+                                                      verbose=False))
+    trainer, epochs = fit_plain(module, stopper, train_loader, val_loader)
+    assert stopper.history == pytest.approx([0.5, 0.6, 0.55, 0.58])
+    assert (stopper.stopped_epoch, stopper.best_epoch) == (3, 1)
+    assert epochs.started == [0, 1, 2, 3] and trainer.current_epoch == 4  # epoch 4 never started
+    final = module.state_dict()
+    assert all(torch.equal(final[k], epochs.weights[1][k]) for k in final)
+    assert not all(torch.equal(final[k], epochs.weights[3][k]) for k in final)
+
+
+def test_plateau_on_a_value_logged_in_training_step(train_loader):
+    # CASES["plateau-min"]: stops after epoch 3.
+    module = ScriptedModule(train_scores=[1.0, 0.5, 0.49, 0.48, 0.3, 0.2, 0.1, 0.1, 0.1, 0.1])
+    stopper = EarlyStoppingPlugin(EarlyStoppingConfig(monitor="train_score", strategy="plateau", plateau_patience=2,
+                                                      plateau_threshold=0.05, verbose=False))
+    trainer, epochs = fit_plain(module, stopper, train_loader)
+    assert stopper.history == pytest.approx([1.0, 0.5, 0.49, 0.48])
+    assert stopper.stopped_epoch == 3 and epochs.started == [0, 1, 2, 3]
+
+
+def test_epochs_without_validation_are_not_judged(train_loader, val_loader):
+    # Validation every 2nd epoch: only epochs 1, 3, 5... log val_score; the value Lightning
+    # still holds from the epoch before is not judged again.
+    module = ScriptedModule(val_scores=[9.0, 1.0, 9.0, 2.0, 9.0, 3.0, 9.0, 4.0, 9.0, 5.0])
+    stopper = EarlyStoppingPlugin(EarlyStoppingConfig(monitor="val_score", patience=2, min_delta=0.0, verbose=False))
+    trainer, epochs = fit_plain(module, stopper, train_loader, val_loader, check_val_every_n_epoch=2)
+    assert stopper.history == pytest.approx([1.0, 2.0, 3.0])
+    assert stopper.stopped_epoch == 5 and epochs.started == [0, 1, 2, 3, 4, 5]
+
+
+class LossLogger(ScriptedModule):
+    """Logs its own validation loss, as a user's module would; records it per epoch."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.val_losses: dict[int, list[float]] = {}
+
+    def validation_step(self, batch, batch_idx):
+        x, y = batch
+        loss = nn.functional.cross_entropy(self.net(x), y)
+        self.val_losses.setdefault(self.current_epoch, []).append(float(loss))
+        self.log("val_loss", loss)
+
+
+def test_a_users_own_logged_loss_is_monitored(train_loader, val_loader):
+    # val_loader has batches of 8, 8 and 4: Lightning's epoch value is the batch-size-weighted mean.
+    module = LossLogger()
+    stopper = EarlyStoppingPlugin(EarlyStoppingConfig(monitor="validation_loss", mode="max", patience=2,
+                                                      min_delta=0.0, verbose=False))
+    trainer, epochs = fit_plain(module, stopper, train_loader, val_loader)
+    sizes = [8, 8, 4]
+    expected = [sum(v * n for v, n in zip(module.val_losses[e], sizes)) / 20 for e in sorted(module.val_losses)]
+    assert stopper.history == pytest.approx(expected, rel=1e-5)
+    assert expected[1] < expected[0] and expected[2] < expected[0]  # falling: epoch 0 is the best "max"
+    assert stopper.best_epoch == 0 and stopper.stopped_epoch == 2 and epochs.started == [0, 1, 2]
+    final = module.state_dict()
+    assert all(torch.equal(final[k], epochs.weights[0][k]) for k in final)

@@ -44,8 +44,14 @@ NOT_RUN = {
     "pip install 'bz-lightning[optuna]'": "installs packages; the test extra has it",
     "pip install 'bz-lightning[report]'": "installs packages; the test extra has it",
     "make test-slurm": "starts a SLURM cluster as root; CI runs it (.ci/run)",
+    "make bench-gpu": "needs a CUDA device (benchmarks/bench_gpu.py says so without one)",
     ".venv/bin/python tests/slurm/slurm_cluster.py run -- bash": "an interactive shell on a SLURM cluster",
     "make test-lowest": "a second venv and the whole suite; CI runs it (.ci/run)",
+    "pip install 'bz-lightning[mlflow]'": "installs packages; the test extra has its client (mlflow-skinny)",
+    "pip install 'bz-lightning[wandb]'": "installs packages; the test extra has it",
+    "mlflow ui --backend-store-uri sqlite:///mlflow.db": "starts a server; tests read the store with MlflowClient",
+    "bz-train ckpt_path=outputs/train/runs/2026-01-01_12-00-00/checkpoints/epoch_2-val_loss_0.1234.ckpt epochs=10":
+        "needs an earlier run's checkpoint; tests/test_lightning_from_config.py runs it",
 }
 #: What ``make`` targets run (Makefile), for those checked through their command.
 MAKE_COMMANDS = {"make train": "bz-train"}

@@ -106,10 +106,16 @@ class TrainerView:
 
 
 def _batch_logs(ctx: PluginContext) -> dict[str, Any]:
+    # A callback with on_batch_end is given the batch's loss and the running metrics: for a
+    # BzModule one host read per batch (the only per-batch read a callback costs), which
+    # also checks the losses are finite; for another module, what Lightning logged.
     stats = running_stats(ctx, "train")
-    if stats is None or stats.last_loss is None:
+    if stats is None:
+        return {}
+    reading = stats.read()
+    if reading.last_loss is None:
         return {}  # the step returned no loss
-    return {"loss": float(stats.last_loss), **stats.metric_values()}
+    return {"loss": reading.last_loss, **(reading.metrics or {})}
 
 
 def _epoch_logs(ctx: PluginContext) -> dict[str, Any]:

@@ -30,6 +30,7 @@ __all__ = [
     "atomic_write_bytes",
     "describe_load_error",
     "load_checkpoint",
+    "read_lightning_checkpoint",
     "remove_stale_temp_files",
     "to_plain",
     "write_json",
@@ -152,6 +153,33 @@ def load_checkpoint(path: str | os.PathLike[str], map_location: Any = None) -> d
         raise BzCheckpointError(
             f"{os.fspath(path)} has {VERSION_KEY}={version!r}, newer than this bz-lightning reads "
             f"({CHECKPOINT_VERSION}); upgrade bz-lightning"
+        )
+    return checkpoint
+
+
+def read_lightning_checkpoint(path: str | os.PathLike[str], map_location: Any = None) -> dict[str, Any]:
+    """Read any Lightning checkpoint (bz's, or one a plain ``lightning.Trainer`` wrote) as
+    data: ``torch.load(weights_only=True)``, a mapping with a ``state_dict``, and a bz format
+    version this code reads when it has one.
+
+    Raises:
+        BzCheckpointError: the file is missing, unreadable, holds pickled code, is not a
+            Lightning checkpoint or is from a newer bz; the message is one line naming it.
+    """
+    name = os.fspath(path)
+    try:
+        checkpoint = torch.load(path, map_location=map_location, weights_only=True)
+    except FileNotFoundError:
+        raise BzCheckpointError(f"checkpoint {name} does not exist") from None
+    except Exception as err:  # truncated zip, not a torch file, a pickle naming code
+        raise BzCheckpointError(f"{name} cannot be read as a checkpoint: {describe_load_error(err)}") from None
+    if not isinstance(checkpoint, dict) or not isinstance(checkpoint.get("state_dict"), Mapping):
+        raise BzCheckpointError(f"{name} is not a Lightning checkpoint (no 'state_dict')")
+    version = checkpoint.get(VERSION_KEY, CHECKPOINT_VERSION)
+    if not isinstance(version, int) or version > CHECKPOINT_VERSION:
+        raise BzCheckpointError(
+            f"{name} has {VERSION_KEY}={version!r}, newer than this bz-lightning reads ({CHECKPOINT_VERSION}); "
+            "upgrade bz-lightning"
         )
     return checkpoint
 

@@ -44,6 +44,8 @@ IGNORED_CONFIG_KEYS: frozenset[str] = frozenset(
         "task_name", "print_config", "optimized_metric", "logger", "loggers", "log_every_n_steps",
         "enable_progress_bar", "enable_model_summary", "progress_bar", "verbose",
         "console_out", "tensorboard",
+        # how batches reach the device
+        "pin_memory",
     }
 )
 

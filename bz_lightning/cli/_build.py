@@ -12,7 +12,7 @@ from typing import Any
 
 from bz_lightning.errors import BzConfigError
 
-__all__ = ["instantiate", "build_metrics", "build_plugins", "lightning_kwargs", "CONFIG_KEY"]
+__all__ = ["instantiate", "build_metrics", "build_plugins", "build_lightning_objects", "lightning_kwargs", "CONFIG_KEY"]
 
 log = logging.getLogger("bz_lightning.cli")
 
@@ -20,7 +20,7 @@ log = logging.getLogger("bz_lightning.cli")
 CONFIG_KEY = "bz_config"
 
 # Trainer-group keys that bz's Trainer.train takes itself rather than passing to Lightning.
-_BZ_TRAINER_KEYS = {"device", "plugin_errors", "on_checkpoint_error"}
+_BZ_TRAINER_KEYS = {"device", "plugin_errors", "on_checkpoint_error", "float32_matmul_precision"}
 
 
 def instantiate(group: str, node: Mapping[str, Any], **kwargs: Any) -> Any:
@@ -65,3 +65,27 @@ def build_plugins(plugins: Mapping[str, Mapping[str, Any] | None], train_batches
 def lightning_kwargs(trainer: Mapping[str, Any]) -> dict[str, Any]:
     """The trainer group's options for ``lightning.Trainer``; ``None`` means Lightning's default."""
     return {k: v for k, v in trainer.items() if k not in _BZ_TRAINER_KEYS and v is not None}
+
+
+# Lightning callbacks whose `mode` (min/max) bz fills from the monitored metric's name
+# when the config leaves it out: optimized_metric may be val_loss or val_accuracy.
+_MODE_FROM_MONITOR = ("lightning.pytorch.callbacks.ModelCheckpoint", "lightning.pytorch.callbacks.EarlyStopping")
+
+
+def build_lightning_objects(group: str, nodes: Mapping[str, Mapping[str, Any] | None] | None) -> list[Any]:
+    """The ``logger`` or ``callbacks`` group's objects, in order; a ``null`` entry is left out.
+
+    A ``ModelCheckpoint`` or ``EarlyStopping`` that monitors a metric without a ``mode``
+    gets ``max`` for metrics where higher is better (accuracy, f1...), else ``min``.
+    """
+    from bz_lightning.cli.summary import higher_is_better
+
+    built = []
+    for name, node in (nodes or {}).items():
+        if node is None:
+            continue
+        node = dict(node)
+        if node["_target_"] in _MODE_FROM_MONITOR and node.get("monitor") and "mode" not in node:
+            node["mode"] = "max" if higher_is_better(str(node["monitor"])) else "min"
+        built.append(instantiate(f"{group}.{name}", node))
+    return built

@@ -26,8 +26,10 @@ from bz_lightning.errors import BzCheckpointError
 
 __all__ = ["ALLOWED_TARGET_PREFIXES", "validate_checkpoint", "stored_config_report"]
 
-#: ``_target_`` prefixes a stored config may name without being refused (it is never built).
-ALLOWED_TARGET_PREFIXES = ("bz_lightning.", "torch.nn.", "torch.optim.")
+#: ``_target_`` prefixes a stored config may name without being refused (it is never built):
+#: bz's classes, torch's, and the Lightning loggers and callbacks bz-train's groups name.
+ALLOWED_TARGET_PREFIXES = ("bz_lightning.", "torch.nn.", "torch.optim.", "lightning.pytorch.loggers.",
+                           "lightning.pytorch.callbacks.")
 # Differences listed at most, so the note stays one readable line.
 _MAX_SHOWN = 8
 

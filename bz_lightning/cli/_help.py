@@ -46,7 +46,7 @@ def help_text(conf_dir: str, cwd: str) -> str:
         "",
         "Trains with bz on PyTorch Lightning; Hydra composes the run from config groups.",
         "",
-        "config groups (group=option, or group=[a,b] for metrics and plugins; * the default):",
+        "config groups (group=option, or group=[a,b] for metrics, plugins, logger, callbacks; * the default):",
     ]
     for group, options in sorted(groups.items()):
         chosen = defaults.get(group, [])

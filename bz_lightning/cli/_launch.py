@@ -23,6 +23,21 @@ if TYPE_CHECKING:
 
 __all__ = ["add_project_path", "compose_run", "prepare_argv", "preflight", "exit_with", "is_ddp_child", "multirun_job", "PreparedRun", "OVERLAY_GROUPS", "DDP_JOB_ARGV_ENV"]
 
+
+def _register_resolvers() -> None:
+    """``${bz.pid:}``: the id of the process that first resolves it, which keeps the run and
+    sweep directories of two ``bz-train`` started in the same second apart. Cached in the
+    config (like Hydra's ``${now:}``), so the jobs of a sweep launched elsewhere (SLURM,
+    joblib) see the launching process's id, not their own. Registered on import: every path
+    that composes bz-train's config (the preflight, the Hydra app) imports this module."""
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("bz.pid"):
+        OmegaConf.register_new_resolver("bz.pid", lambda: str(os.getpid()), use_cache=True)
+
+
+_register_resolvers()
+
 # Groups that train.yaml lists as `group: null`: Hydra wants `experiment=x` for them, and
 # `+experiment=x` fails ("Multiple values for experiment"); both spellings are accepted.
 OVERLAY_GROUPS = ("experiment", "debug", "hparams_search")
@@ -56,6 +71,8 @@ def prepare_argv(argv: list[str]) -> list[str]:
     """Normalise bz-train's command line before Hydra sees it.
 
     * ``+experiment=x`` -> ``experiment=x`` (and the same for ``debug``, ``hparams_search``);
+    * ``trainer.KEY=v`` -> ``++trainer.KEY=v`` for a KEY the trainer group does not list:
+      every ``lightning.Trainer`` argument may be set without Hydra's ``+``;
     * in a DDP process that Lightning started for one job of a multirun (Lightning re-runs
       the parent's command line, ``-m`` and all, which would start a new sweep in every
       process: Lightning #11300, Hydra #2070), that job's own command line instead.
@@ -67,7 +84,22 @@ def prepare_argv(argv: list[str]) -> list[str]:
     child = _ddp_child_argv(argv, os.environ)
     if child is not None:
         return child
-    return [arg[1:] if any(arg.startswith(f"+{g}=") for g in OVERLAY_GROUPS) else arg for arg in argv]
+    argv = [arg[1:] if any(arg.startswith(f"+{g}=") for g in OVERLAY_GROUPS) else arg for arg in argv]
+    # Any lightning.Trainer argument is a trainer key, as in Lightning: trainer.profiler=simple
+    # needs no `+` (the schema check still names an unknown one, with "did you mean").
+    return ["++" + arg if _lightning_only_trainer_key(arg) else arg for arg in argv]
+
+
+def _lightning_only_trainer_key(arg: str) -> bool:
+    """``trainer.KEY=v`` where KEY is not one of the keys the trainer group lists."""
+    import dataclasses
+
+    from bz_lightning.config import TrainerConfig
+
+    key, sep, _ = arg.partition("=")
+    group, _, name = key.partition(".")
+    return bool(sep and name) and group == "trainer" and "." not in name and name not in {
+        f.name for f in dataclasses.fields(TrainerConfig)}
 
 
 def is_ddp_child(argv: list[str], environ: Mapping[str, str] = os.environ) -> bool:

@@ -7,7 +7,7 @@ A bz project's ``train.py`` defines the objects to train (``model``, ``loss_fn``
 ``bz_lightning.Trainer`` with the same machinery ``bz-train`` uses: plugins and metrics by
 registry name (entry-point plugins included), checkpoints under
 ``runs/<signature>/checkpoints`` with automatic resume, the console plugin, and the run's
-record in ``outputs/train/runs/<date>_<time>/metrics.json``.
+record in ``outputs/train/runs/<date>_<time>_<pid>/metrics.json``.
 
 Everything that can be checked before ``train.py`` runs is checked first (the config file,
 its values, plugin and metric names), so a typo costs a fraction of a second.
@@ -42,7 +42,7 @@ PROJECT_SCRIPT = "train.py"
 #: What ``train.py`` must define, and what it may.
 REQUIRED_NAMES = ("model", "loss_fn", "optimizer", "training_loader")
 OPTIONAL_NAMES = ("validation_loader", "metrics", "hyperparameters")
-# bz-train's places and names: outputs/<task_name>/runs/<date>_<time>, runs/<signature>.
+# bz-train's places and names: outputs/<task_name>/runs/<date>_<time>_<pid>, runs/<signature>.
 TASK_NAME = "train"
 RUNS_DIR = "runs"
 
@@ -265,14 +265,10 @@ def _apply_overrides(config: dict[str, Any], args: argparse.Namespace) -> list[s
 
 
 def _new_output_dir() -> Path:
-    """``outputs/train/runs/<date>_<time>``, where bz-train puts a run's record; a run that
-    starts in the same second gets ``-1``, ``-2``... rather than sharing it."""
+    """``outputs/train/runs/<date>_<time>_<pid>``, where bz-train puts a run's record (the
+    process id keeps two runs started in the same second apart, as bz-train's own does)."""
     stamp = datetime.datetime.now().strftime("%Y-%m-%d_%H-%M-%S")
-    base = Path("outputs") / TASK_NAME / "runs" / stamp
-    path, n = base, 0
-    while path.exists():
-        n += 1
-        path = base.with_name(f"{stamp}-{n}")
+    path = Path("outputs") / TASK_NAME / "runs" / f"{stamp}_{os.getpid()}"
     path.mkdir(parents=True)
     return path
 

@@ -1,8 +1,9 @@
 """Checks a composed bz-train config against the schemas in ``bz_lightning.config``.
 
-Runs before anything is instantiated and imports neither torch nor Lightning, so a typo
-costs a fraction of a second. Each problem becomes one line naming the key, the value,
-what is allowed and the closest allowed name.
+Runs before anything is instantiated and imports neither torch nor Lightning for bz's own
+keys, so a typo costs a fraction of a second (only a ``trainer`` key that is not bz's, or a
+``ckpt_path`` file to read, imports them: see ``_validate_lightning``). Each problem becomes
+one line naming the key, the value, what is allowed and the closest allowed name.
 """
 
 from __future__ import annotations
@@ -17,7 +18,7 @@ from typing import Any
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import MissingMandatoryValue, OmegaConfBaseException, ValidationError
 
-from bz_lightning.config import GROUP_SCHEMAS, PLUGIN_SCHEMAS, TARGET_SCHEMAS, Rule, TrainConfig
+from bz_lightning.config import GROUP_SCHEMAS, PLUGIN_SCHEMAS, TARGET_SCHEMAS, Rule, TrainConfig, TrainerConfig
 from bz_lightning.errors import BzConfigError, did_you_mean
 
 __all__ = ["validate_config", "resolve_config", "group_option_error"]
@@ -56,19 +57,25 @@ def validate_config(cfg: DictConfig | Mapping[str, Any]) -> dict[str, Any]:
     Raises:
         BzConfigError: with one line per problem found.
     """
+    from bz_lightning.cli._validate_lightning import check_ckpt_path, check_lightning_objects, check_trainer
+
     values: dict[str, Any] = resolve_config(cfg) if isinstance(cfg, DictConfig) else dict(cfg)
-    problems: list[str] = []
+    own_keys, problems = _project_keys(values)
     problems += _check_node("", values, TrainConfig, skip={"hydra", *_TARGET_GROUPS, *_OPTIONAL_TARGET_GROUPS,
-                                                            "metrics", "plugins", *GROUP_SCHEMAS})
+                                                            "metrics", "plugins", "logger", "callbacks",
+                                                            *GROUP_SCHEMAS, *own_keys})
     for group, schema in GROUP_SCHEMAS.items():
         node = values.get(group)
         if isinstance(node, Mapping):
-            problems += _check_node(group, node, schema)
+            problems += check_trainer(node) if schema is TrainerConfig else _check_node(group, node, schema)
     for group in (*_TARGET_GROUPS, *_OPTIONAL_TARGET_GROUPS):
         problems += _check_target(group, values.get(group), required=group in _TARGET_GROUPS)
     problems += _check_chosen(values)
     problems += _check_metrics(values.get("metrics") or {}, values.get("loss"))
     problems += _check_plugins(values.get("plugins") or {})
+    for group in ("logger", "callbacks"):
+        problems += check_lightning_objects(group, values.get(group), values)
+    problems += check_ckpt_path(values.get("ckpt_path"))
     if not problems:
         problems += _check_optimized_metric(values)
     if problems:
@@ -85,6 +92,18 @@ def group_option_error(group: str, option: str, options: list[str]) -> BzConfigE
 
 
 # ----------------------------------------------------------------------------- helpers
+def _project_keys(values: Mapping[str, Any]) -> tuple[set[str], list[str]]:
+    """The top-level keys a project declared its own in ``extra_keys`` (checked: names that
+    are not bz's), and the problems with that list."""
+    declared = values.get("extra_keys") or []
+    if not isinstance(declared, list) or not all(isinstance(k, str) for k in declared):
+        return set(), [f"extra_keys={_show(declared)}: expected a list of top-level key names, e.g. [num_features]"]
+    bz_keys = [k for k in _field_names(TrainConfig) if k != "extra_keys"]
+    clashes = [k for k in declared if k in bz_keys or k == "hydra"]
+    problems = [f"extra_keys: {k!r} is one of bz's keys, not a project's; pick another name" for k in clashes]
+    return set(declared) - set(clashes), problems
+
+
 def _check_target(group: str, node: Any, required: bool) -> list[str]:
     if node is None or (isinstance(node, Mapping) and not node and not required):
         return [] if not required else [f"missing required value {group}: choose an option, e.g. {group}=<option>"]

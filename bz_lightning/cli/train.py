@@ -40,18 +40,6 @@ __all__ = ["main", "train", "record_run", "CONF_DIR", "METRICS_FILE"]
 log = logging.getLogger("bz_lightning.cli")
 
 
-def _register_resolvers() -> None:
-    """``${bz.pid:}``: the id of the process that first resolves it, which keeps the run and
-    sweep directories of two ``bz-train`` started in the same second apart. Cached in the
-    config (like Hydra's ``${now:}``), so the jobs of a sweep launched elsewhere (SLURM,
-    joblib) see the launching process's id, not their own."""
-    if not OmegaConf.has_resolver("bz.pid"):
-        OmegaConf.register_new_resolver("bz.pid", lambda: str(os.getpid()), use_cache=True)
-
-
-_register_resolvers()
-
-
 @serving_bz_train_config
 def train(cfg: DictConfig) -> dict[str, Any]:
     """Train the run ``cfg`` describes; returns what is written to ``metrics.json``.
@@ -63,7 +51,14 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         BzConfigError: the config is invalid (before anything is built) or describes
             something that cannot be built.
     """
-    from bz_lightning.cli._build import CONFIG_KEY, build_metrics, build_plugins, instantiate, lightning_kwargs
+    from bz_lightning.cli._build import (
+        CONFIG_KEY,
+        build_lightning_objects,
+        build_metrics,
+        build_plugins,
+        instantiate,
+        lightning_kwargs,
+    )
     from bz_lightning.cli._output import in_multirun, quiet_lightning
     from bz_lightning.cli._validate import validate_config
 
@@ -85,6 +80,11 @@ def train(cfg: DictConfig) -> dict[str, Any]:
             print(OmegaConf.to_yaml(values), flush=True)
         atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(values))
     metrics = build_metrics(values["metrics"])
+    matmul_precision = values["trainer"].get("float32_matmul_precision")
+    if matmul_precision is not None:  # trainer=gpu: TF32 matmuls on Ampere and later
+        import torch
+
+        torch.set_float32_matmul_precision(matmul_precision)
 
     if values["seed"] is not None:
         pl.seed_everything(values["seed"], workers=True)
@@ -97,6 +97,9 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     scheduler = instantiate("scheduler", values["scheduler"]) if values.get("scheduler") else None
     loss_fn = instantiate("loss", values["loss"])
 
+    loggers = build_lightning_objects("logger", values.get("logger"))
+    callbacks = build_lightning_objects("callbacks", values.get("callbacks"))
+
     trainer = Trainer()
     for plugin in build_plugins(values["plugins"], len(train_loader), len(val_loader)):
         trainer.add_plugin(plugin)
@@ -105,28 +108,37 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         pruning = optuna_trial_plugin(values["optimized_metric"])
         if pruning is not None:
             trainer.add_plugin(pruning)
-    result = trainer.train(
-        model, optimizer, loss_fn, train_loader, val_loader,
-        device=values["device"],
-        epochs=values["epochs"],
-        compile=values["compile"],
-        checkpoint_interval=values["checkpoint_interval"],
-        metrics=metrics,
-        # The resolved config rides along in checkpoints, so `bz validate` can rebuild the run.
-        hyperparameters={**values["hyperparameters"], CONFIG_KEY: values},
-        scheduler=scheduler,
-        plugin_errors=values["trainer"]["plugin_errors"],
-        on_checkpoint_error=values["trainer"]["on_checkpoint_error"],
-        on_batch_error=values["on_batch_error"],
-        on_nonfinite_loss=values["on_nonfinite_loss"],
-        max_skipped_batches=values["max_skipped_batches"],
-        # The signature of the resolved config picks <runs_dir>/<signature>/checkpoints.
-        config=run_identity(values),
-        runs_root=values["paths"]["runs_dir"],
-        resume=values["resume"],
-        **lightning_kwargs(values["trainer"]),
-    )
+    try:
+        result = trainer.train(
+            model, optimizer, loss_fn, train_loader, val_loader,
+            device=values["device"],
+            epochs=values["epochs"],
+            compile=values["compile"],
+            checkpoint_interval=values["checkpoint_interval"],
+            metrics=metrics,
+            # The resolved config rides along in checkpoints, so `bz validate` can rebuild the run.
+            hyperparameters={**values["hyperparameters"], CONFIG_KEY: values},
+            scheduler=scheduler,
+            plugin_errors=values["trainer"]["plugin_errors"],
+            on_checkpoint_error=values["trainer"]["on_checkpoint_error"],
+            on_batch_error=values["on_batch_error"],
+            on_nonfinite_loss=values["on_nonfinite_loss"],
+            max_skipped_batches=values["max_skipped_batches"],
+            # The signature of the resolved config picks <runs_dir>/<signature>/checkpoints.
+            config=run_identity(values),
+            runs_root=values["paths"]["runs_dir"],
+            resume=values["resume"],
+            ckpt_path=values.get("ckpt_path"),
+            callbacks=callbacks,
+            logger=loggers or False,
+            **lightning_kwargs(values["trainer"]),
+        )
+    except BaseException:
+        _finish_wandb(loggers, exit_code=1)
+        raise
     status = "pruned" if getattr(pruning, "pruned", False) else "complete"
+    if loggers and _is_rank_zero():
+        log_final_metrics(loggers, result, values)
     # A console plugin that trained this run has printed its end-of-run summary already.
     shown = not result.reused and any(p.shows_progress for p in trainer.plugins)
     return record_run(result, status=status, optimized_metric=values["optimized_metric"], output_dir=output_dir,
@@ -175,6 +187,31 @@ def optuna_trial_plugin(optimized_metric: str | None) -> Any:
     from bz_lightning.plugins import create_plugin
 
     return create_plugin("optuna_pruning", {"monitor": optimized_metric})
+
+
+def log_final_metrics(loggers: list[Any], result: Any, values: dict[str, Any]) -> None:
+    """Log the run's final metrics to each Lightning logger as ``final_<name>`` (what
+    ``metrics.json`` holds), and the config as hyperparameters where no fit ran to log them
+    (a finished run's result reused)."""
+    from bz_lightning.cli._build import CONFIG_KEY
+
+    step = result.lightning_trainer.global_step if result.lightning_trainer is not None else 0
+    final = {f"final_{k}": v for k, v in result.metrics.items() if math.isfinite(v)}
+    for logger in loggers:
+        if result.reused:  # what BzModule's hparams would have been
+            logger.log_hyperparams({**values["hyperparameters"], CONFIG_KEY: values})
+        logger.log_metrics(final, step=step)
+        logger.save()
+        logger.finalize("success")
+    _finish_wandb(loggers, exit_code=0)
+
+
+def _finish_wandb(loggers: list[Any], exit_code: int) -> None:
+    """wandb keeps its run open until it is finished: its files would be written only at
+    exit, and the next job of a sweep in this process would log into the same run."""
+    for logger in loggers:
+        if type(logger).__name__ == "WandbLogger" and logger._experiment is not None:
+            logger.experiment.finish(exit_code=exit_code)
 
 
 def run_identity(values: dict[str, Any]) -> dict[str, Any]:

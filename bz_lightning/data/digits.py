@@ -22,6 +22,8 @@ class DigitsDataModule(TensorDataModule):
         seed: seed of the split, so every run validates on the same samples.
         num_workers: DataLoader workers (0: load in the main process; the data is tiny).
         input_shape / num_classes: what the config says the data is; checked in ``setup``.
+        pin_memory: batches in page-locked memory for fast copies to a GPU; ``None``: when
+            CUDA is available.
 
     Example:
         >>> dm = DigitsDataModule(batch_size=32)
@@ -39,8 +41,9 @@ class DigitsDataModule(TensorDataModule):
         num_workers: int = 0,
         input_shape: Sequence[int] = (1, 8, 8),
         num_classes: int = 10,
+        pin_memory: bool | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, input_shape, num_classes)
+        super().__init__(batch_size, num_workers, input_shape, num_classes, pin_memory)
         if not 0.0 < val_fraction < 1.0:
             raise BzConfigError(f"data.val_fraction must be between 0 and 1 (exclusive), got {val_fraction}")
         self.val_fraction = val_fraction

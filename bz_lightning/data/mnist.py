@@ -117,6 +117,8 @@ class MNISTDataModule(TensorDataModule):
         batch_size / num_workers: DataLoader settings.
         mirrors: base URLs tried in order for a missing file.
         input_shape / num_classes: what the config says the data is; checked in ``setup``.
+        pin_memory: batches in page-locked memory for fast copies to a GPU; ``None``: when
+            CUDA is available.
 
     Raises:
         BzConfigError: files are missing (and ``download`` is off or failed), or malformed.
@@ -131,8 +133,9 @@ class MNISTDataModule(TensorDataModule):
         mirrors: Sequence[str] = MNIST_MIRRORS,
         input_shape: Sequence[int] = (1, 28, 28),
         num_classes: int = 10,
+        pin_memory: bool | None = None,
     ) -> None:
-        super().__init__(batch_size, num_workers, input_shape, num_classes)
+        super().__init__(batch_size, num_workers, input_shape, num_classes, pin_memory)
         self.root = Path(root).expanduser()
         self.download = download
         self.mirrors = list(mirrors)

@@ -58,8 +58,14 @@ class TorchmetricsShim(Metric):
         """Called with prepared inputs when torchmetrics' ``update`` raised: raise a clearer
         ``ValueError`` if they explain it (may sync; only ever on this error path)."""
 
-    def _check_accumulated(self) -> None:
-        """Raise if a problem recorded on the device during ``update`` was found (host sync)."""
+    def _pending_check(self) -> Tensor | None:
+        """What ``_check_read`` needs to see on the host to find a problem recorded on the
+        device during ``update`` (e.g. the targets' range), or ``None``: no host read here."""
+        return None
+
+    def _check_read(self, values: list[float]) -> None:
+        """Raise ``ValueError`` if ``values`` (the host values of ``_pending_check()``) show a
+        problem."""
 
     def _share_key(self) -> Hashable | None:
         """What decides this metric's torchmetrics state, once built: two metrics with equal
@@ -158,11 +164,22 @@ class TorchmetricsShim(Metric):
     def compute(self) -> float:
         """The value over all batches since ``reset()`` (reduced across processes under DDP);
         ``0.0`` before the first ``update``."""
+        from bz_lightning._host import read_host
+
+        value, check = self.compute_on_device()
+        value, found = read_host([value, check])  # one host read for both
+        if found is not None:
+            self._check_read(found)
+        return float(value)
+
+    def compute_on_device(self) -> tuple[Tensor | float, Tensor | None]:
+        """``compute()`` without reading the host: the value (a tensor on the metric's device,
+        or ``0.0`` before the first ``update``) and what ``_check_read`` must be given once
+        read (``None``: nothing to check). ``MetricSet`` reads many metrics' values at once."""
         self._flush()
         if self._tm is None or not self._tm.update_called:
-            return 0.0
-        self._check_accumulated()
-        return float(self._tm.compute())
+            return 0.0, None
+        return self._tm.compute(), self._pending_check()
 
     @property
     def name(self) -> str:

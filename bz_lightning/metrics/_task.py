@@ -10,8 +10,9 @@ Shapes accepted (``N`` samples, ``C`` classes):
   work unchanged).
 
 The first batch is validated completely (one host synchronisation, once). Later batches get
-shape checks in Python and their targets' (min, max), kept on the device and checked only in
-``compute()``, so ``update`` never waits for the device. (Float binary targets are checked
+shape checks in Python and their targets' (min, max), kept on the device and checked only
+when the value is read (with it, in the same host read), so ``update`` never waits for the
+device. (Float binary targets are checked
 for being exactly 0/1 at the first batch; later ones only for lying in [0, 1].)
 """
 
@@ -148,11 +149,17 @@ class ClassificationShim(TorchmetricsShim):
         """Raise ``ValueError`` if a (shape-checked) batch holds a value the task does not allow."""
         task = self._task
         assert task is not None
-        allowed = (0, 1) if task.kind == "binary" else range(task.num_classes)
+        import torch
+
         checked = [targets] if task.scores or task.kind == "binary" else [targets, preds]
+        if task.kind == "binary":
+            fits = [((t == 0) | (t == 1)).all() for t in checked]
+        else:
+            fits = [((t >= 0) & (t < task.num_classes)).all() for t in checked]
+        if bool(torch.stack(fits).all()):  # one host read
+            return
         found = sorted({v for t in checked for v in t.unique().tolist()})
-        if any(v not in allowed for v in found):
-            raise ValueError(f"{self.name_for_errors}: {self._allowed()}; got values {found[:20]}")
+        raise ValueError(f"{self.name_for_errors}: {self._allowed()}; got values {found[:20]}")
 
     def _diagnose(self, preds: Tensor, targets: Tensor) -> None:
         self._check_values(preds, targets)
@@ -211,11 +218,16 @@ class ClassificationShim(TorchmetricsShim):
         lows, highs = zip(*self._ranges)
         self._ranges = [(torch.stack(lows).amin(), torch.stack(highs).amax())]
 
-    def _check_accumulated(self) -> None:
+    def _pending_check(self) -> Tensor | None:
         if not self._ranges:
-            return
+            return None
         self._fold_ranges()
-        low, high = (float(v) for v in self._ranges[0])
+        import torch
+
+        return torch.stack(self._ranges[0])
+
+    def _check_read(self, values: list[float]) -> None:
+        low, high = values
         task = self._task
         assert task is not None
         if low < 0 or high > task.num_classes - 1:

@@ -1,23 +1,22 @@
-"""``ConsoleOutPlugin``: progress bars, a line per epoch and an end-of-run summary."""
+"""``ConsoleOutPlugin``: bz's face of ``ConsoleProgressBar``: progress, a line per epoch, a summary."""
 
 from __future__ import annotations
 
-import sys
-import time
+import functools
 from typing import IO, TYPE_CHECKING, Any, ClassVar
 
-from bz_lightning.context import PluginContext, epoch_values, mean, running_stats
+from bz_lightning.context import PluginContext, epoch_values
 from bz_lightning.errors import BzConfigError
 from bz_lightning.plugins.base import Plugin
 
 if TYPE_CHECKING:
-    from tqdm import tqdm
+    from bz_lightning.progress import ConsoleProgressBar
 
 __all__ = ["ConsoleOutPlugin"]
 
 
 class ConsoleOutPlugin(Plugin):
-    """Shows training progress on the console.
+    """Shows training progress on the console, through a ``ConsoleProgressBar``.
 
     On an interactive terminal the training and validation loops get tqdm progress bars
     showing the running mean loss and metrics of the loop so far. When the output is
@@ -34,18 +33,26 @@ class ConsoleOutPlugin(Plugin):
     plugin failure, checkpoint write failure, skipped batch and warning recorded in
     ``context.extra``.
 
-    Epoch numbers are counted from 1 for humans (``context.epoch`` counts from 0), out of
-    the trainer's ``max_epochs``.
+    The display is Lightning's kind of progress bar (``bz_lightning.progress.ConsoleProgressBar``,
+    usable on its own as a Lightning callback); this plugin drives it from bz's stages, so
+    it works for any ``LightningModule`` under a ``LifecycleCallback``. The values while a
+    loop runs are a ``BzModule``'s running loss and metrics (or another module's
+    ``prog_bar`` values), read from the device only when the display refreshes: at most
+    every ``update_interval`` batches and every ``refresh_seconds``, and at each loop's
+    end. The epoch line shows what the module logged for the epoch
+    (``trainer.callback_metrics``). Epoch numbers are counted from 1 for humans
+    (``context.epoch`` counts from 0), out of the trainer's ``max_epochs``.
 
     Lightning's own progress bar is switched off while it runs (``shows_progress``), also
     under a plain ``lightning.Trainer``, so nothing is shown twice.
 
     Args:
-        training_data_len: training batches per epoch (the bar's length).
-        validation_data_len: validation batches per epoch (0: unknown).
-        update_interval: refresh the bar, or print a line, every this many batches (and at
-            a loop's last batch). The running loss and metrics are read only on those
-            batches, so a larger interval costs less.
+        training_data_len: training batches per epoch (shown when Lightning does not know
+            the number; Lightning's count includes ``limit_train_batches``).
+        validation_data_len: validation batches per epoch (0: unknown); likewise.
+        update_interval: refresh the bar, or print a line, at most every this many batches.
+        refresh_seconds: and at most this often (seconds); ``None``: 0.5 s with bars, 10 s
+            for plain lines; ``0``: every ``update_interval`` batches.
         stream: where to write (default: ``sys.stdout`` at the time of writing).
         interactive: bars (``True``) or plain lines (``False``); default: bars when
             ``stream.isatty()``.
@@ -71,23 +78,23 @@ class ConsoleOutPlugin(Plugin):
         validation_data_len: int = 0,
         update_interval: int = 1,
         *,
+        refresh_seconds: float | None = None,
         stream: IO[str] | None = None,
         interactive: bool | None = None,
     ) -> None:
         super().__init__()
-        if not isinstance(update_interval, int) or update_interval < 1:
-            raise BzConfigError(f"ConsoleOutPlugin: update_interval must be an integer >= 1, got {update_interval!r}")
+        from bz_lightning.progress import ConsoleProgressBar
+
         self.training_data_len = int(training_data_len)
         self.validation_data_len = int(validation_data_len)
         self.update_interval = update_interval
-        self.stream = stream
-        self.interactive = interactive
-        self._training_bar: tqdm | None = None
-        self._validation_bar: tqdm | None = None
-        self.training_start_time: float | None = None
-        self._epoch_start_time = 0.0
-        self._max_epochs: int | None = None
-        self._epochs_run = 0
+        try:
+            self.bar: ConsoleProgressBar = ConsoleProgressBar(
+                update_interval=update_interval, refresh_seconds=refresh_seconds, stream=stream,
+                interactive=interactive)
+        except BzConfigError as err:
+            raise BzConfigError(f"ConsoleOutPlugin: {err}") from None
+        self._before_epoch: dict[str, Any] = {}
 
     def run_signature(self) -> None:
         """``None``: it only shows progress, so it is not part of the run's signature."""
@@ -99,87 +106,54 @@ class ConsoleOutPlugin(Plugin):
         validation = getattr(spec, "validation_loader", None)
         return cls(len(spec.training_loader), len(validation) if validation is not None else 0, update_interval)
 
-    # --------------------------------------------------------------------------- output
-    def _out(self) -> IO[str]:
-        return self.stream if self.stream is not None else sys.stdout
+    # The spec's attribute names, kept on the display.
+    @property
+    def stream(self) -> IO[str] | None:
+        return self.bar.stream
 
-    def _is_interactive(self) -> bool:
-        if self.interactive is not None:
-            return self.interactive
-        isatty = getattr(self._out(), "isatty", None)
-        return bool(isatty and isatty())
+    @property
+    def interactive(self) -> bool | None:
+        return self.bar.interactive
 
-    def _print(self, line: str) -> None:
-        out = self._out()
-        out.write(line + "\n")
-        out.flush()
-
-    def _epoch_label(self, context: PluginContext) -> str:
-        if self._max_epochs is not None:
-            return f"epoch {context.epoch + 1}/{self._max_epochs}"
-        return f"epoch {context.epoch + 1}"
+    @property
+    def training_start_time(self) -> float | None:
+        return self.bar._run_started
 
     # --------------------------------------------------------------------------- stages
     def start_training_session(self, context: PluginContext) -> None:
-        self.training_start_time = time.perf_counter()
-        self._epochs_run = 0
-        trainer = context.extra.get("trainer")
-        max_epochs = getattr(trainer, "max_epochs", None)
-        self._max_epochs = max_epochs if isinstance(max_epochs, int) and max_epochs > 0 else None
+        self.bar.start_run(getattr(context.extra.get("trainer"), "max_epochs", None))
 
     def start_epoch(self, context: PluginContext) -> None:
-        self._epoch_start_time = time.perf_counter()
+        trainer = context.extra.get("trainer")
+        self._before_epoch = dict(trainer.callback_metrics) if trainer is not None else {}
+        self.bar.start_epoch(context.epoch)
 
     def start_training_loop(self, context: PluginContext) -> None:
-        self._training_bar = self._open_bar(f"{self._epoch_label(context)} train", self.training_data_len)
+        self._start_loop(context, "train", self.training_data_len)
 
     def end_training_batch(self, context: PluginContext) -> None:
-        self._batch_progress(context, "train", self._training_bar, self.training_data_len,
-                             context.training_loss_total, context.training_batch_count)
+        self.bar.batch_done(int(context.extra.get("batch_index", context.training_batch_count - 1)) + 1)
 
     def end_training_loop(self, context: PluginContext) -> None:
-        self._training_bar = self._close_bar(self._training_bar)
+        self.bar.end_loop()
 
     def start_validation_loop(self, context: PluginContext) -> None:
-        self._validation_bar = self._open_bar(f"{self._epoch_label(context)} val", self.validation_data_len)
+        self._start_loop(context, "val", self.validation_data_len)
 
     def end_validation_batch(self, context: PluginContext) -> None:
-        self._batch_progress(context, "val", self._validation_bar, self.validation_data_len,
-                             context.validation_loss_total, context.validation_batch_count)
+        self.bar.batch_done(int(context.extra.get("batch_index", context.validation_batch_count - 1)) + 1)
 
     def end_validation_loop(self, context: PluginContext) -> None:
-        self._validation_bar = self._close_bar(self._validation_bar)
-
-    def _batch_progress(self, context: PluginContext, split: str, bar: tqdm | None, total: int,
-                        loss_total: float, count: int) -> None:
-        """Refresh ``split``'s bar (or print its line) every ``update_interval`` batches."""
-        done = int(context.extra.get("batch_index", count - 1)) + 1
-        if done % self.update_interval and done != total:
-            return
-        # No loss yet (a LightningModule whose steps return none): nothing to show, not "nan".
-        values = {"loss": mean(loss_total, count)} if count else {}
-        values.update(_running_metrics(context, split))
-        self._progress(bar, context, split, done, total, values)
+        self.bar.end_loop()
 
     def end_epoch(self, context: PluginContext) -> None:
-        self._epochs_run += 1
-        elapsed = time.perf_counter() - self._epoch_start_time
-        self._print(f"{self._epoch_label(context)}  {_format_values(_logged_values(context))}  time {elapsed:.2f}s")
+        self.bar.end_epoch(self._epoch_values(context))
 
     def end_training_session(self, context: PluginContext) -> None:
-        self._training_bar = self._close_bar(self._training_bar)
-        self._validation_bar = self._close_bar(self._validation_bar)
-        started = self.training_start_time
-        total = time.perf_counter() - started if started is not None else 0.0
-        lines = [f"training {'failed' if 'exception' in context.extra else 'finished'}: "
-                 f"{self._epochs_run} epoch{'s' if self._epochs_run != 1 else ''} in {total:.2f}s"]
-        if self._epochs_run:
-            lines.append(f"  final  {_format_values(_logged_values(context))}")
+        notes = []
         if context.should_stop_training:
-            lines.append(f"  stopped early by a plugin after epoch {context.epoch + 1}")
-        if "exception" in context.extra:
-            err = context.extra["exception"]
-            lines.append(f"  error: {type(err).__name__}: {err}")
+            notes.append(f"  stopped early by a plugin after epoch {context.epoch + 1}")
+        lines = self.bar.summary_lines(context.extra.get("exception"), tuple(notes))
         failures = context.extra.get("plugin_failures") or []
         if failures:
             lines.append(f"  plugin failures: {len(failures)}")
@@ -191,56 +165,37 @@ class ConsoleOutPlugin(Plugin):
         checkpoint_failures = context.extra.get("checkpoint_failures") or []
         if checkpoint_failures:
             lines.append(f"  checkpoint failures: {len(checkpoint_failures)} (training went on)")
-            lines.extend(
-                f"    {f.path} (epoch {f.epoch + 1}): {f.reason}" for f in checkpoint_failures
-            )
+            lines.extend(f"    {f.path} (epoch {f.epoch + 1}): {f.reason}" for f in checkpoint_failures)
         skipped = context.extra.get("skipped_batches", 0)
         if skipped:
             lines.append(f"  skipped batches: {skipped}")
         for warning in context.extra.get("warnings", []):
             lines.append(f"  warning: {warning}")
-        self._print("\n".join(lines))
+        self.bar.write("\n".join(lines))
 
-    # ----------------------------------------------------------------------------- bars
-    def _open_bar(self, description: str, total: int) -> tqdm | None:
-        if not self._is_interactive():
-            return None
-        from tqdm.auto import tqdm
+    # --------------------------------------------------------------------------- helpers
+    def _start_loop(self, context: PluginContext, split: str, length: int) -> None:
+        from bz_lightning.progress import running_values
 
-        return tqdm(total=total or None, desc=description, file=self._out(), leave=False,
-                    dynamic_ncols=True, unit="batch")
+        trainer = context.extra.get("trainer")
+        total: int | float = length
+        if trainer is not None:  # Lightning's count knows limit_*_batches
+            known = trainer.num_training_batches if split == "train" else _val_batches(trainer)
+            total = known if known and known != float("inf") else length
+        self.bar.start_loop(split, total,
+                            functools.partial(running_values, trainer, context.extra.get("lightning_module"), split))
 
-    @staticmethod
-    def _close_bar(bar: tqdm | None) -> None:
-        if bar is not None:
-            bar.close()
-        return None
+    def _epoch_values(self, context: PluginContext) -> dict[str, float]:
+        """What the module logged for this epoch (Lightning's ``callback_metrics``); without a
+        Lightning trainer (the plugin called directly), the context's epoch values."""
+        trainer = context.extra.get("trainer")
+        if trainer is None:
+            return epoch_values(context, train="train_", val="val_")
+        from bz_lightning.progress import epoch_metrics
 
-    def _progress(self, bar: tqdm | None, context: PluginContext, split: str, done: int, total: int,
-                  values: dict[str, float]) -> None:
-        if bar is not None:
-            bar.set_postfix_str(_format_values(values), refresh=False)
-            bar.update(done - bar.n)
-        else:
-            of = f"/{total}" if total else ""
-            self._print(f"{self._epoch_label(context)}  {split} {done}{of}  {_format_values(values)}")
+        return epoch_metrics(trainer.callback_metrics, self._before_epoch)
 
 
-def _running_metrics(context: PluginContext, split: str) -> dict[str, float]:
-    """The metrics over the loop's batches so far, computed only when shown.
-
-    None under DDP: computing a metric there is a collective operation, which the other
-    processes (where this plugin does not run) would never join."""
-    if getattr(context.extra.get("trainer"), "world_size", 1) > 1:
-        return {}
-    stats = running_stats(context, split)
-    return dict(stats.metric_values()) if stats is not None and stats.count else {}
-
-
-def _logged_values(context: PluginContext) -> dict[str, float]:
-    """``train_loss``, ``train_<metric>``, ``val_loss``, ``val_<metric>``: Lightning's log names."""
-    return epoch_values(context, train="train_", val="val_")
-
-
-def _format_values(values: dict[str, float]) -> str:
-    return "  ".join(f"{k} {v:.4f}" for k, v in values.items())
+def _val_batches(trainer: Any) -> int | float:
+    batches = trainer.num_val_batches
+    return sum(batches) if isinstance(batches, list) else batches

@@ -118,11 +118,16 @@ class EarlyStoppingConfig:
 class EarlyStoppingPlugin(Plugin):
     """Stops training when the monitored value stops improving (see ``EarlyStoppingConfig``).
 
-    Once per epoch it reads the monitored value, as soon as it is final (at
-    ``end_validation_loop`` for ``validation_*`` keys, ``end_training_loop`` for
-    ``training_*`` keys, else at ``end_epoch``), and, when a stop condition holds (and
-    ``min_epochs`` epochs have completed), sets ``context.should_stop_training``: the
-    epoch in progress is the last one. Strategies:
+    Once per epoch it reads the monitored value from what the module logged to Lightning
+    (``trainer.callback_metrics``), so it works for any ``LightningModule`` that logs the
+    value (``self.log("val_acc", ...)``) under a ``LifecycleCallback``, ``BzModule``
+    included. It reads the value as soon as it is logged for the epoch: at
+    ``end_validation_loop`` for values logged during validation, else at ``end_epoch``; a
+    value not logged again in an epoch (no validation that epoch) is not judged. When a
+    stop condition holds (and ``min_epochs`` epochs have completed) it sets
+    ``context.should_stop_training``: the epoch in progress is the last one. Called
+    without a Lightning trainer in ``context.extra`` (directly, as in the example), it
+    reads the context's epoch values instead. Strategies:
 
     * ``patience``: stop when ``patience`` epochs in a row did not improve by more than
       ``min_delta`` on the last improvement (or on ``baseline``, until it is beaten);
@@ -179,7 +184,6 @@ class EarlyStoppingPlugin(Plugin):
         if config.baseline is not None and config.strategy != "patience":
             self.logger.warning("baseline is used by the 'patience' strategy only; strategy %r ignores it",
                                 config.strategy)
-        self._monitors_validation = _canonical(config.monitor).startswith("validation_")
         self._reset()
         self._state_loaded = False
 
@@ -193,6 +197,9 @@ class EarlyStoppingPlugin(Plugin):
         self.history: list[float] = []
         self._seen_monitor = False
         self._judged_epoch: int | None = None
+        # Lightning's callback_metrics as the epoch started: a value still the same object
+        # was not logged again this epoch.
+        self._before_epoch: dict[str, Any] = {}
 
     # ------------------------------------------------------------------------ stages
     def start_training_session(self, context: PluginContext) -> None:
@@ -202,17 +209,17 @@ class EarlyStoppingPlugin(Plugin):
         self._state_loaded = False
         self._judged_epoch = None
 
-    # The value is judged as soon as it is final (at the end of its loop) rather than at
-    # end_epoch: bz writes checkpoints before end_epoch, and the state saved in them must
-    # already include this epoch. end_epoch judges what the loops did not (and reports a
-    # monitor that does not exist).
-    def end_training_loop(self, context: PluginContext) -> None:
-        if not self._monitors_validation:
-            self._judge(context, final=False)
+    def start_epoch(self, context: PluginContext) -> None:
+        trainer = context.extra.get("trainer")
+        self._before_epoch = dict(trainer.callback_metrics) if trainer is not None else {}
 
+    # A validation value is judged as soon as validation ends rather than at end_epoch: bz
+    # writes epoch-N.ckpt before end_epoch, and the state saved in it should include this
+    # epoch. (Lightning makes training values logged for the epoch visible only at the
+    # epoch's end.) end_epoch judges what validation did not, and reports a monitor that
+    # does not exist.
     def end_validation_loop(self, context: PluginContext) -> None:
-        if self._monitors_validation:
-            self._judge(context, final=False)
+        self._judge(context, final=False)
 
     def end_epoch(self, context: PluginContext) -> None:
         self._judge(context, final=True)
@@ -298,19 +305,35 @@ class EarlyStoppingPlugin(Plugin):
 
     # ---------------------------------------------------------------------- helpers
     def _monitored_value(self, context: PluginContext, final: bool) -> float | None:
-        available = epoch_values(context)
-        key = _canonical(self.config.monitor)
-        if key in available:
-            self._seen_monitor = True
-            return available[key]
-        # Not final: a LightningModule's logged training values arrive at end_epoch.
-        if self._seen_monitor or not final:
-            # E.g. an epoch without validation (check_val_every_n_epoch > 1): nothing to judge.
-            self.logger.debug("%r not available after epoch %d; skipping it", key, context.epoch + 1)
+        """The monitored value logged this epoch, or ``None`` (not logged this epoch, or not
+        yet). ``final``: the epoch's end, where a monitor never seen is an error."""
+        trainer = context.extra.get("trainer")
+        if trainer is None:
+            available: dict[str, Any] = epoch_values(context)
+            fresh = available
+        else:
+            available = dict(trainer.callback_metrics)
+            fresh = {k: v for k, v in available.items() if self._before_epoch.get(k) is not v}
+        for key in _spellings(self.config.monitor):
+            if f"{key}_epoch" in fresh:  # logged on_step and on_epoch: the epoch's value
+                self._seen_monitor = True
+                return float(fresh[f"{key}_epoch"])
+            if f"{key}_step" in available:
+                continue  # until the epoch ends, the plain key holds the last step's value
+            if key in fresh:
+                self._seen_monitor = True
+                return float(fresh[key])
+        if not final:
             return None
+        if self._seen_monitor or any(key in available for key in _spellings(self.config.monitor)):
+            # E.g. an epoch without validation (check_val_every_n_epoch > 1): nothing to judge.
+            self.logger.debug("%r not logged in epoch %d; skipping it", self.config.monitor, context.epoch + 1)
+            return None
+        names = [k for k in available if not k.endswith("_step")]
         raise BzConfigError(
             f"early stopping monitors {self.config.monitor!r}, which does not exist after epoch "
-            f"{context.epoch + 1}{did_you_mean(key, available)}; available: {', '.join(available) or 'none'}"
+            f"{context.epoch + 1}{did_you_mean(self.config.monitor, names)}; "
+            f"available: {', '.join(names) or 'none'}"
         )
 
     def _keep_weights(self, context: PluginContext) -> None:
@@ -349,11 +372,16 @@ class EarlyStoppingPlugin(Plugin):
         self._state_loaded = True
 
 
-def _canonical(monitor: str) -> str:
-    for short, full in (("val_", "validation_"), ("train_", "training_")):
+def _spellings(monitor: str) -> tuple[str, ...]:
+    """``monitor`` as given, then in the other spelling: bz's ``validation_<x>`` /
+    ``training_<x>`` (the context's epoch values) or Lightning's ``val_<x>`` / ``train_<x>``
+    (what ``BzModule`` logs)."""
+    for long, short in (("validation_", "val_"), ("training_", "train_")):
+        if monitor.startswith(long):
+            return monitor, short + monitor[len(long):]
         if monitor.startswith(short):
-            return full + monitor[len(short):]
-    return monitor
+            return monitor, long + monitor[len(short):]
+    return (monitor,)
 
 
 def _human(epoch: int | None) -> str:

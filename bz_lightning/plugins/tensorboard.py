@@ -107,12 +107,15 @@ class TensorBoardPlugin(Plugin):
         self.writer.add_scalar("loss/train_batch", self._batch_loss(context), step)
 
     def _batch_loss(self, context: PluginContext) -> float:
-        # The module's last loss is exact; for modules that keep no stats, the mean since the
+        # The module's last loss is exact (read from the device here, at the log interval,
+        # with the non-finite check); for modules that keep no stats, the mean since the
         # previous written batch, from the running totals.
         stats = running_stats(context, "train")
-        last = stats.last_loss if stats is not None else None
+        last = stats.read(metrics=False).last_loss if stats is not None else None
+        if last is not None:
+            return last
         total, count = context.training_loss_total, context.training_batch_count
-        loss = float(last) if last is not None else (total - self._previous_total) / max(count - self._previous_count, 1)
+        loss = (total - self._previous_total) / max(count - self._previous_count, 1)
         self._previous_total, self._previous_count = total, count
         return loss
 
