@@ -438,7 +438,10 @@ class BzModule(pl.LightningModule):
         self._log_split("train")  # reads the values and the non-finite flag in one transfer
         self._guard.check()  # a no-op unless no batch was counted (all skipped)
         if self.skip_budget.skipped:
-            self.log("skipped_batches", float(self.skipped_batches), on_step=False, on_epoch=True, batch_size=1)
+            # Every process skips the same steps (a batch failing on one is skipped by all):
+            # each counts them all, so the processes' maximum is that count.
+            self.log("skipped_batches", float(self.skipped_batches), sync_dist=True, reduce_fx="max",
+                     on_step=False, on_epoch=True, batch_size=1)
 
     def on_validation_epoch_end(self) -> None:
         if self.trainer.sanity_checking:
@@ -457,14 +460,17 @@ class BzModule(pl.LightningModule):
         stats = self.stats[split]
         if not stats.count:
             return
-        # Metrics were already reduced across processes by their own compute(); the loss
-        # is a local mean, so it is averaged by Lightning.
+        # The loss is a local mean, averaged over the processes by Lightning (each process has
+        # as many batches: the distributed sampler pads). Built-in metrics are all-process
+        # values already (torchmetrics' compute() reduces their states): averaging equal
+        # values keeps them, and without sync_dist Lightning warns on every epoch-level value
+        # under DDP; a metric of the user's own that computes a local value is averaged too.
         values = stats.logged_values()
         loss_key = f"{split}_loss"
         # As epoch values (also from on_train_batch_end), one value each: batch_size=1.
         self.log(loss_key, values.pop(loss_key), sync_dist=True, on_step=False, on_epoch=True, batch_size=1)
         if values:
-            self.log_dict(values, on_step=False, on_epoch=True, batch_size=1)
+            self.log_dict(values, sync_dist=True, on_step=False, on_epoch=True, batch_size=1)
 
     # ----------------------------------------------------------------------- optimization
     def configure_optimizers(self) -> Any:

@@ -6,6 +6,7 @@ import logging
 import os
 import signal
 import warnings
+from pathlib import Path
 
 import pytest
 import torch
@@ -17,6 +18,29 @@ from bz_lightning.plugins import Plugin
 
 N_FEATURES = 6
 N_CLASSES = 3
+
+#: The environment variable naming mnist-mini (8,000 training + 2,000 validation images of
+#: real MNIST digits; a directory holding ``MNIST/raw/``). Unset: ``../shared/data/mnist-mini``
+#: beside this checkout. Tests that need real digits skip without it; tests that only need
+#: MNIST files write small ones of their own (``test_data.write_mnist``).
+MNIST_MINI_ENV = "BZ_MNIST_MINI"
+
+
+def mnist_mini_dir() -> Path:
+    """mnist-mini's directory; skips the calling test, saying why, when it is not there."""
+    named = os.environ.get(MNIST_MINI_ENV)
+    root = Path(named) if named else Path(__file__).resolve().parents[2] / "shared" / "data" / "mnist-mini"
+    if not (root / "MNIST" / "raw").is_dir():
+        where = f"${MNIST_MINI_ENV}={named}" if named else f"${MNIST_MINI_ENV} unset and no {root}"
+        pytest.skip(f"needs mnist-mini (real MNIST digits): {where}; set {MNIST_MINI_ENV} to a directory "
+                    "holding MNIST/raw/")
+    return root
+
+
+@pytest.fixture
+def mnist_mini() -> Path:
+    """mnist-mini's directory (see ``MNIST_MINI_ENV``); the test skips without it."""
+    return mnist_mini_dir()
 
 
 def make_dataset(n: int = 48, seed: int = 0) -> TensorDataset:

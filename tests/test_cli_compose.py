@@ -14,7 +14,6 @@ from bz_lightning.cli.train import CONF_DIR, train
 from bz_lightning.config import PLUGIN_SCHEMAS, TARGET_SCHEMAS
 from bz_lightning.errors import BzConfigError
 
-MNIST_MINI = Path(__file__).resolve().parents[2] / "shared/data/mnist-mini"
 CONF = Path(CONF_DIR)
 
 
@@ -36,8 +35,11 @@ def _compose(overrides: list[str], output_dir: Path):
     extra = [f"paths.output_dir={output_dir}", "print_config=false"]
     with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
         cfg = compose("train", overrides=[*overrides, *extra])
-    if cfg.data._target_.endswith("MNISTDataModule"):
-        cfg.data.root = str(MNIST_MINI)
+    if cfg.data._target_.endswith("MNISTDataModule"):  # one step needs MNIST's format, not its digits
+        from test_data import write_mnist
+
+        write_mnist(output_dir / "mnist" / "MNIST" / "raw")
+        cfg.data.root = str(output_dir / "mnist")
         cfg.data.download = False
     return cfg
 

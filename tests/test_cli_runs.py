@@ -9,8 +9,6 @@ from pathlib import Path
 
 import pytest
 
-MNIST_MINI = Path(__file__).resolve().parents[2] / "shared/data/mnist-mini"
-
 pytestmark = pytest.mark.slow
 
 
@@ -28,12 +26,12 @@ def bz(*args: str, cwd: Path) -> subprocess.CompletedProcess[str]:
     return proc
 
 
-def test_mnist_mini_one_epoch_writes_metrics(tmp_path: Path) -> None:
-    bz_train("+experiment=mnist", f"data.root={MNIST_MINI}", "epochs=1", "hydra.run.dir=run", cwd=tmp_path)
+def test_mnist_mini_one_epoch_writes_metrics(tmp_path: Path, mnist_mini: Path) -> None:
+    bz_train("+experiment=mnist", f"data.root={mnist_mini}", "epochs=1", "hydra.run.dir=run", cwd=tmp_path)
     record = json.loads((tmp_path / "run/metrics.json").read_text())
     assert record["epochs"] == 1
     assert record["metrics"]["val_accuracy"] > 0.85
-    assert record["overrides"] == ["experiment=mnist", f"data.root={MNIST_MINI}", "epochs=1"]
+    assert record["overrides"] == ["experiment=mnist", f"data.root={mnist_mini}", "epochs=1"]
     assert (tmp_path / "run/config.yaml").is_file()
 
 

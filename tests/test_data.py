@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import hashlib
-import shutil
 import struct
 from pathlib import Path
 
@@ -15,8 +14,6 @@ import torch
 from bz_lightning.data import DigitsDataModule, MNISTDataModule, read_idx
 from bz_lightning.data import mnist as mnist_module
 from bz_lightning.errors import BzConfigError
-
-MNIST_MINI = Path(__file__).resolve().parents[2] / "shared/data/mnist-mini"
 
 
 def idx_bytes(array: np.ndarray) -> bytes:
@@ -71,13 +68,12 @@ def _rows(x: torch.Tensor) -> set[bytes]:
     return {row.numpy().tobytes() for row in x.reshape(len(x), -1)}
 
 
-@pytest.mark.skipif(not MNIST_MINI.is_dir(), reason=f"mnist-mini not found at {MNIST_MINI}")
-def test_mnist_mini_test_split_is_the_official_test_files_and_val_is_carved_from_train() -> None:
-    dm = MNISTDataModule(root=str(MNIST_MINI), download=False)
+def test_mnist_mini_test_split_is_the_official_test_files_and_val_is_carved_from_train(mnist_mini: Path) -> None:
+    dm = MNISTDataModule(root=str(mnist_mini), download=False)
     dm.prepare_data()
     dm.setup("fit")
     assert (len(dm.train_set), len(dm.val_set), len(dm.test_set)) == (7200, 800, 2000)
-    raw = MNIST_MINI / "MNIST/raw"
+    raw = mnist_mini / "MNIST/raw"
     test_images = read_idx(raw / "t10k-images-idx3-ubyte.gz")
     test_labels = read_idx(raw / "t10k-labels-idx1-ubyte.gz")
     train_images = read_idx(raw / "train-images-idx3-ubyte.gz")
@@ -136,7 +132,7 @@ def test_download_with_wrong_md5_fails_and_removes_the_file(tmp_path: Path) -> N
 
 
 def test_present_files_are_not_downloaded_again(tmp_path: Path) -> None:
-    shutil.copytree(MNIST_MINI / "MNIST", tmp_path / "MNIST")
+    write_mnist(tmp_path / "MNIST/raw")
     dm = MNISTDataModule(root=str(tmp_path), download=True, mirrors=["file:///nonexistent/"])
     dm.prepare_data()  # would fail if it tried a download
 

@@ -281,27 +281,29 @@ def test_ckpt_path_continues_from_a_checkpoint_exactly(tmp_path, monkeypatch) ->
 
 
 # ------------------------------------------------------------------ a project's keys
-def test_a_project_declares_its_own_top_level_keys(tmp_path) -> None:
+def test_a_project_declares_its_own_top_level_keys(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # bz-train reads ./conf of the directory it runs in
     conf = tmp_path / "conf" / "experiment"
     conf.mkdir(parents=True)
     (conf / "wide.yaml").write_text(
         "# @package _global_\nextra_keys: [width]\nwidth: 24\nmodel:\n  hidden_sizes: [\"${width}\"]\n"
     )
-    values = compose_run(["experiment=wide"], cwd=str(tmp_path))
+    values = compose_run(["experiment=wide"])
     assert values["model"]["hidden_sizes"] == [24] and values["width"] == 24
-    values = compose_run(["experiment=wide", "width=32"], cwd=str(tmp_path))
+    values = compose_run(["experiment=wide", "width=32"])
     assert values["model"]["hidden_sizes"] == [32]
     # Typos of bz's keys, and undeclared keys, are still caught.
     with pytest.raises(BzConfigError, match=r"epoch=3: unknown key \(did you mean 'epochs'\?\)"):
-        compose_run(["experiment=wide", "epoch=3"], cwd=str(tmp_path))
+        compose_run(["experiment=wide", "epoch=3"])
     with pytest.raises(BzConfigError, match="widht=3: unknown key"):
-        compose_run(["experiment=wide", "+widht=3"], cwd=str(tmp_path))
+        compose_run(["experiment=wide", "+widht=3"])
     with pytest.raises(BzConfigError, match="extra_keys: 'epochs' is one of bz's keys"):
-        compose_run(["experiment=wide", "extra_keys=[width,epochs]"], cwd=str(tmp_path))
+        compose_run(["experiment=wide", "extra_keys=[width,epochs]"])
 
 
-def test_extras_hold_a_projects_values(tmp_path) -> None:
-    values = compose_run(["+extras.width=12", "model.hidden_sizes=[${extras.width}]"], cwd=str(tmp_path))
+def test_extras_hold_a_projects_values(tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    values = compose_run(["+extras.width=12", "model.hidden_sizes=[${extras.width}]"])
     assert values["model"]["hidden_sizes"] == [12] and values["extras"] == {"width": 12}
 
 

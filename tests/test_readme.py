@@ -145,7 +145,7 @@ def test_output_samples_hide_no_command() -> None:
 def _bz_train_checked(args: list[str], cwd: Path) -> None:
     from bz_lightning.cli._launch import preflight, prepare_argv
 
-    preflight(prepare_argv(args, cwd=str(cwd)))
+    preflight(prepare_argv(args))  # in cwd (the test chdirs there)
 
 
 _PLACEHOLDERS = {"DIR": "proj", "CKPT": "last.ckpt", "N": "1", "D": "cpu", "FILE": "flat_config.json",

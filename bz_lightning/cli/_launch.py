@@ -67,17 +67,19 @@ def add_project_path(cwd: str | None = None) -> None:
         sys.path.append(cwd)
 
 
-def prepare_argv(argv: list[str], cwd: str | None = None) -> list[str]:
+def prepare_argv(argv: list[str]) -> list[str]:
     """Normalise bz-train's command line before Hydra sees it.
 
     * ``+experiment=x`` -> ``experiment=x`` (and the same for ``debug``, ``hparams_search``);
     * ``trainer.KEY=v`` -> ``++trainer.KEY=v`` for a KEY the trainer group does not list:
       every ``lightning.Trainer`` argument may be set without Hydra's ``+``;
-    * with ``cwd`` holding a ``conf`` directory, add it to Hydra's search path, so a
-      project's own groups and experiments are found (``--config-dir`` adds another);
     * in a DDP process that Lightning started for one job of a multirun (Lightning re-runs
       the parent's command line, ``-m`` and all, which would start a new sweep in every
       process: Lightning #11300, Hydra #2070), that job's own command line instead.
+
+    A project's ``./conf`` is not added here: Hydra's search path plugin
+    ``hydra_plugins.bz_project_conf`` adds it wherever Hydra builds bz-train's search path,
+    tab completion included (an override appended here broke ``--cfg job`` and a trailing ``-m``).
     """
     child = _ddp_child_argv(argv, os.environ)
     if child is not None:
@@ -85,11 +87,7 @@ def prepare_argv(argv: list[str], cwd: str | None = None) -> list[str]:
     argv = [arg[1:] if any(arg.startswith(f"+{g}=") for g in OVERLAY_GROUPS) else arg for arg in argv]
     # Any lightning.Trainer argument is a trainer key, as in Lightning: trainer.profiler=simple
     # needs no `+` (the schema check still names an unknown one, with "did you mean").
-    argv = ["++" + arg if _lightning_only_trainer_key(arg) else arg for arg in argv]
-    if cwd is not None and os.path.isdir(os.path.join(cwd, "conf")):
-        if not any(arg.startswith("hydra.searchpath=") for arg in argv):
-            argv.append(f"hydra.searchpath=[file://{os.path.join(os.path.abspath(cwd), 'conf')}]")
-    return argv
+    return ["++" + arg if _lightning_only_trainer_key(arg) else arg for arg in argv]
 
 
 def _lightning_only_trainer_key(arg: str) -> bool:
@@ -170,12 +168,14 @@ def exit_with(err: BaseException, prog: str = "bz-train") -> NoReturn:
     sys.exit(2)
 
 
-def preflight(argv: list[str]) -> PreparedRun | None:
+def preflight(argv: list[str]) -> PreparedRun | list[str]:
     """Compose and validate every job ``argv`` describes, as bz-train would.
 
     Returns the run composed, ready to start, when ``argv`` describes a single run (no
-    ``-m``, no sweep, no ``--cfg``-style flag, bz-train's own config); ``None`` when
-    Hydra's own entry point must take over.
+    ``-m``, no sweep, no ``--cfg``-style flag, bz-train's own config); otherwise the command
+    line for Hydra's own entry point: ``argv`` itself for a flag with which Hydra only prints
+    something, and for a sweep ``argv`` with its overrides made to compose as each job does
+    (see ``_sweep.sweep_overrides``) and its sweep directory fixed.
 
     Raises:
         BzConfigError: an unknown group option, key, type, missing value or bad interpolation,
@@ -191,18 +191,26 @@ def preflight(argv: list[str]) -> PreparedRun | None:
             "runs whatever code it names; run bz-train again with the overrides in the job's .hydra/overrides.yaml"
         )
     if any(getattr(args, flag, None) for flag in _INFO_FLAGS):
-        return None
+        return argv
     from hydra.core.global_hydra import GlobalHydra
 
     try:
-        return _check(args)
+        checked = _check(args)
     finally:
         GlobalHydra.instance().clear()
+    if isinstance(checked, PreparedRun):
+        return checked
+    # Overrides first, then the flags: argparse takes the overrides as one group, so an
+    # override after a flag that follows other overrides would be "unrecognized".
+    flags = list(argv)
+    for override in args.overrides:
+        flags.remove(override)
+    return [*(checked if checked is not None else args.overrides), *flags]
 
 
-def compose_run(overrides: list[str], config_dir: str | None = None, cwd: str | None = None) -> dict[str, Any]:
+def compose_run(overrides: list[str], config_dir: str | None = None) -> dict[str, Any]:
     """The config of the one run ``overrides`` describe, composed and validated exactly as
-    bz-train composes it (its configs, the project's ``<cwd>/conf``, ``config_dir``), as plain
+    bz-train composes it (its configs, the project's ``./conf``, ``config_dir``), as plain
     values. For commands that rebuild a run without training it (``bz validate``): the places
     a run writes to are not checked.
 
@@ -212,7 +220,7 @@ def compose_run(overrides: list[str], config_dir: str | None = None, cwd: str | 
     from hydra._internal.utils import get_args_parser
     from hydra.core.global_hydra import GlobalHydra
 
-    argv = prepare_argv(list(overrides), cwd=cwd or os.getcwd())
+    argv = prepare_argv(list(overrides))
     try:
         args = get_args_parser().parse_args([*(["--config-dir", config_dir] if config_dir else []), *argv])
     except SystemExit:  # argparse has printed its complaint
@@ -221,7 +229,7 @@ def compose_run(overrides: list[str], config_dir: str | None = None, cwd: str | 
         prepared = _check(args, writes=False)
     finally:
         GlobalHydra.instance().clear()
-    if prepared is None or prepared.values is None:
+    if not isinstance(prepared, PreparedRun) or prepared.values is None:
         raise BzConfigError(f"{' '.join(overrides)}: describes a sweep; name one value per key")
     return prepared.values
 
@@ -265,7 +273,9 @@ class PreparedRun:
             GlobalHydra.instance().clear()
 
 
-def _check(args: Any, writes: bool = True) -> PreparedRun | None:
+def _check(args: Any, writes: bool = True) -> PreparedRun | list[str] | None:
+    """The single run ``args`` describe, composed; or, for a sweep, its overrides as
+    Hydra's multirun must get them (``None``: not checked, ``writes`` is false)."""
     from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra._internal.hydra import Hydra
     from hydra._internal.utils import create_config_search_path
@@ -288,14 +298,12 @@ def _check(args: Any, writes: bool = True) -> PreparedRun | None:
     except HydraException as err:
         raise BzConfigError(_first_lines(err)) from None
 
-    # The project's ./conf arrives as a hydra.searchpath override; group options include it.
-    searchpath = [o for o in args.overrides if o.startswith("hydra.searchpath=")]
     groups: dict[str, list[str]] = {}
     for override in parsed:
         key = override.key_or_group
         if key.startswith("hydra") or override.is_delete():
             continue
-        options = loader.get_group_options(key, config_name=CONFIG_NAME, overrides=searchpath)
+        options = loader.get_group_options(key, config_name=CONFIG_NAME, overrides=[])
         if not options:
             continue
         groups[key] = options
@@ -320,7 +328,9 @@ def _check(args: Any, writes: bool = True) -> PreparedRun | None:
     output_key = "hydra.run.dir" if single else "hydra.sweep.dir"
     for job in jobs or [[]]:
         _check_job(hydra, [_lenient(o, groups) for o in job], output_key)
-    return None
+    from bz_lightning.cli._sweep import sweep_overrides
+
+    return sweep_overrides(hydra, parsed, groups)
 
 
 def _prepare_single(hydra: Any, overrides: list[str], groups: dict[str, list[str]],

@@ -189,7 +189,9 @@ def run_training(args: argparse.Namespace) -> int:
     from bz_lightning.cli.train import record_run
 
     optimized = "val_loss" if spec.validation_loader is not None else "train_loss"
-    record_run(result, status="complete", optimized_metric=optimized, output_dir=output_dir, overrides=overrides)
+    shown = not result.reused and any(p.shows_progress for p in plugins)  # the console's summary
+    record_run(result, status="complete", optimized_metric=optimized, output_dir=output_dir, overrides=overrides,
+               summary_shown=shown)
     return 0
 
 

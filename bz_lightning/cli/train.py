@@ -24,7 +24,15 @@ from omegaconf import DictConfig, OmegaConf
 from bz_lightning._atomic import atomic_write_text, write_json
 from bz_lightning._config_manager import serving_bz_train_config
 from bz_lightning.cli._constants import CONF_DIR, CONFIG_NAME, METRICS_FILE
-from bz_lightning.cli._launch import add_project_path, exit_with, is_ddp_child, multirun_job, preflight, prepare_argv
+from bz_lightning.cli._launch import (
+    PreparedRun,
+    add_project_path,
+    exit_with,
+    is_ddp_child,
+    multirun_job,
+    preflight,
+    prepare_argv,
+)
 from bz_lightning.errors import BzCheckpointError, BzConfigError
 
 __all__ = ["main", "train", "record_run", "CONF_DIR", "METRICS_FILE"]
@@ -54,6 +62,7 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         instantiate,
         lightning_kwargs,
     )
+    from bz_lightning.cli._output import in_multirun, quiet_lightning
     from bz_lightning.cli._validate import validate_config
 
     values = validate_config(cfg)
@@ -64,12 +73,13 @@ def train(cfg: DictConfig) -> dict[str, Any]:
     # Lightning gives its logger a console handler of its own; under Hydra, whose handlers
     # print and file every record, that showed each Lightning line twice.
     logging.getLogger("lightning").handlers.clear()
+    quiet_lightning()
 
     from bz_lightning.trainer import Trainer
 
     # Under DDP every process runs this function; the files of the run are written once.
     if _is_rank_zero():
-        if values["print_config"]:
+        if values["print_config"] and not in_multirun():  # a sweep prints its config once (SweepConfig)
             print(OmegaConf.to_yaml(values), flush=True)
         atomic_write_text(output_dir / "config.yaml", OmegaConf.to_yaml(values))
     metrics = build_metrics(values["metrics"])
@@ -142,16 +152,21 @@ def train(cfg: DictConfig) -> dict[str, Any]:
         result.test_metrics = tested.pop("metrics")
     if loggers and _is_rank_zero():
         log_final_metrics(loggers, result, values)  # test_* too, when a test pass ran
+    # A console plugin that trained this run has printed its end-of-run summary already.
+    shown = not result.reused and any(p.shows_progress for p in trainer.plugins)
     return record_run(result, status=status, optimized_metric=values["optimized_metric"], output_dir=output_dir,
-                      test=tested)
+                      test=tested, summary_shown=shown)
 
 
 def record_run(result: Any, *, status: str, optimized_metric: str | None, output_dir: Path,
-               overrides: list[str] | None = None, test: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Write ``<output_dir>/metrics.json`` for a finished run (from rank 0), print its final
-    line and return the record. ``overrides``: the command line's (default: Hydra's).
+               overrides: list[str] | None = None, test: dict[str, Any] | None = None,
+               summary_shown: bool = False) -> dict[str, Any]:
+    """Write ``<output_dir>/metrics.json`` for a finished run (from rank 0), print where, and
+    return the record. ``overrides``: the command line's (default: Hydra's).
     ``test``: which weights the test pass evaluated (``weights``, ``checkpoint``, ``epoch``);
-    its values are in ``result.metrics`` as ``test_*``."""
+    its values are in ``result.metrics`` as ``test_*``. ``summary_shown``: the final metrics
+    were printed already (by the console plugin's end-of-run summary); otherwise a
+    ``final (...)`` line prints them."""
     record = {
         "status": status,
         "metrics": {k: _finite(v) for k, v in result.metrics.items()},
@@ -172,7 +187,11 @@ def record_run(result: Any, *, status: str, optimized_metric: str | None, output
         record["test"] = test
     if _is_rank_zero():
         write_json(output_dir / METRICS_FILE, record)
-        print(_final_line(record), flush=True)
+        saved = f"saved {record['output_dir']}/{METRICS_FILE}"
+        lines = [saved] if summary_shown else [_final_line(record), saved]
+        if test is not None and summary_shown:  # the console's summary came before the test pass
+            lines.insert(0, _test_line(record))
+        print(*lines, sep="\n", flush=True)
     return record
 
 
@@ -262,16 +281,16 @@ def main() -> None:
 
         print(help_text(CONF_DIR, os.getcwd()), end="")
         return
-    sys.argv[1:] = prepare_argv(sys.argv[1:], cwd=os.getcwd())
-    prepared = None
+    sys.argv[1:] = prepare_argv(sys.argv[1:])
     if not is_ddp_child(sys.argv[1:]):  # the process that started it checked the command line
         try:
             prepared = preflight(sys.argv[1:])
         except BzConfigError as err:
             exit_with(err)
-    if prepared is not None:  # a single run, already composed: no need to compose it again
-        prepared.run(_job)
-        return
+        if isinstance(prepared, PreparedRun):  # a single run, already composed: not composed again
+            prepared.run(_job)
+            return
+        sys.argv[1:] = prepared
     try:
         _hydra_main()
     finally:
@@ -302,14 +321,21 @@ def _finite(value: float) -> float | None:
     return float(value) if math.isfinite(value) else None
 
 
+def _test_line(record: dict[str, Any]) -> str:
+    test = record["test"]
+    which = f"{test['weights']} weights" + (f", epoch {test['epoch']}" if test.get("epoch") else "")
+    shown = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}"
+                      for k, v in record["metrics"].items() if k.startswith("test_"))
+    return f"test ({which}): {shown}"
+
+
 def _final_line(record: dict[str, Any]) -> str:
     shown = "  ".join(f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in record["metrics"].items())
-    saved = f"saved {record['output_dir']}/{METRICS_FILE}"
     epochs = f"{record['epochs']} epoch{'s' if record['epochs'] != 1 else ''}"
     if record["reused"]:
         return (f"reused the finished run {record['signature']} ({record['checkpoint_dir']}): nothing was trained; "
-                f"resume=never trains it again\nfinal ({epochs}, reused): {shown}\n{saved}")
-    return f"final ({epochs}, {record['duration_s']:.1f} s): {shown}\n{saved}"
+                f"resume=never trains it again\nfinal ({epochs}, reused): {shown}")
+    return f"final ({epochs}, {record['duration_s']:.1f} s): {shown}"
 
 
 if __name__ == "__main__":
