@@ -52,7 +52,8 @@ def complete(line: str, cwd: Path) -> list[str]:
 
 def test_tab_completion_lists_the_projects_options_beside_bz_trains(project: Path, tmp_path: Path) -> None:
     assert complete("bz-train model=", project) == ["model=cnn", "model=mlp", "model=tiny"]
-    assert complete("bz-train experiment=", project) == ["experiment=example", "experiment=mnist"]
+    assert complete("bz-train experiment=", project) == ["experiment=example", "experiment=mnist",
+                                                         "experiment=regression"]
     assert "data=digits_small" in complete("bz-train data=", project)
     # Elsewhere, bz-train's own only.
     assert complete("bz-train model=", tmp_path) == ["model=cnn", "model=mlp"]
@@ -124,7 +125,7 @@ def test_experiment_glob_sweeps_experiments_that_set_their_own_task_name(tmp_pat
         task_name: mnist_mlp
         """))
     # data.root exists in every job (both use data=mnist) but not in the base config (digits).
-    proc = run(["-m", "experiment=glob(*)", f"data.root={tmp_path / 'mnist'}", "data.download=false",
+    proc = run(["-m", "experiment=glob(*,exclude=regression)", f"data.root={tmp_path / 'mnist'}", "data.download=false",
                 "plugins=none", *QUICK], tmp_path)
     out = proc.stdout + proc.stderr
     assert proc.returncode == 0, out[-3000:]
@@ -155,13 +156,19 @@ def test_a_key_no_job_has_is_still_refused_with_its_name(tmp_path: Path, monkeyp
 def test_a_sweep_gets_its_overrides_as_each_job_composes_them(tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     from bz_lightning.cli._launch import preflight
+    from bz_lightning.errors import BzConfigError
 
     monkeypatch.chdir(tmp_path)
-    argv = preflight(["-m", "experiment=glob(*)", "data.root=x", "epochs=2", "model.dropout=0.1,0.2"])
+    # The regression experiment's data (diabetes) has no root: that job is named.
+    with pytest.raises(BzConfigError, match=r"^the sweep's job experiment=regression data.root=x epochs=2 "
+                                            r"model.dropout=0.1: data.root=x: unknown key"):
+        preflight(["-m", "experiment=glob(*)", "data.root=x", "epochs=2", "model.dropout=0.1,0.2"])
+    argv = preflight(["-m", "experiment=glob(*,exclude=regression)", "data.root=x", "epochs=2",
+                      "model.dropout=0.1,0.2"])
     assert isinstance(argv, list)
     # data.root is not in the base config (data=digits): set-or-add; epochs and the model's
     # dropout are: left as they are.
-    assert argv[:4] == ["experiment=glob(*)", "++data.root=x", "epochs=2", "model.dropout=0.1,0.2"]
+    assert argv[:4] == ["experiment=glob(*,exclude=regression)", "++data.root=x", "epochs=2", "model.dropout=0.1,0.2"]
     sweep_dir = json.loads(argv[4].removeprefix("hydra.sweep.dir="))
     assert re.fullmatch(r"outputs/train/multiruns/[0-9_-]+.*", sweep_dir), sweep_dir
     assert argv[5:] == ["-m"]

@@ -327,7 +327,12 @@ def _check(args: Any, writes: bool = True) -> PreparedRun | list[str] | None:
         jobs = [[o.input_line for o in parsed if not o.is_sweep_override() and o.input_line]]
     output_key = "hydra.run.dir" if single else "hydra.sweep.dir"
     for job in jobs or [[]]:
-        _check_job(hydra, [_lenient(o, groups) for o in job], output_key)
+        try:
+            _check_job(hydra, [_lenient(o, groups) for o in job], output_key)
+        except BzConfigError as err:
+            if single:
+                raise
+            raise BzConfigError(f"the sweep's job {' '.join(job)}: {err}") from None
     from bz_lightning.cli._sweep import sweep_overrides
 
     return sweep_overrides(hydra, parsed, groups)
