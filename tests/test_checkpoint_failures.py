@@ -3,7 +3,7 @@
 The file system is a tmpfs with room for two files (``nr_inodes=3``: its root and two
 files), mounted in a private mount namespace of the training subprocess, so nothing is left
 mounted whatever happens. The first epoch's ``epoch-1.ckpt`` and ``last.ckpt`` fit; every
-later write (``epoch-N.ckpt`` and ``result.json`` need a file of their own, the next
+later write (``epoch-N.ckpt`` and ``final-weights.pt`` need a file of their own, the next
 ``last.ckpt`` a temp file beside the old one) fails with ``ENOSPC``, as on a full disk.
 """
 
@@ -105,16 +105,17 @@ def test_failing_writes_are_logged_counted_and_training_goes_on(tmp_path: Path) 
     # The last good checkpoint is kept: last.ckpt still holds the first epoch.
     assert report["files"] == ["epoch-1.ckpt", "last.ckpt"] and report["last_epoch"] == 0
     failed = [[f"{disk}/epoch-2.ckpt", 1], [f"{disk}/last.ckpt", 1], [f"{disk}/epoch-3.ckpt", 2],
-              [f"{disk}/last.ckpt", 2], [f"{disk}/result.json", 2]]
+              [f"{disk}/last.ckpt", 2], [f"{disk}/final-weights.pt", 2]]
     assert [f[:2] for f in report["failures"]] == failed
     assert {(f[2], f[3]) for f in report["failures"]} == {("BzDiskFullError", 28)}  # ENOSPC, as bz reports it: "no space left on <path>"
     # save_checkpoint fires for the epoch whose epoch-N.ckpt was written, and only for it.
     assert report["saved"] == [0]
     # Logged with the path and the OS error; the console summary counts and lists them
-    # (all but result.json, which is written after the summary).
+    # (all but final-weights.pt, which is written after the summary; without it no result.json
+    # is written, so the run is not reused).
     assert f"cannot write checkpoint {disk}/last.ckpt (epoch 2): no space left;" in proc.stderr
     assert "the previous file there is kept, and training goes on" in proc.stderr
-    assert f"cannot write checkpoint {disk}/result.json (epoch 3)" in proc.stderr
+    assert f"cannot write checkpoint {disk}/final-weights.pt (epoch 3)" in proc.stderr
     assert "  checkpoint failures: 4 (training went on)" in proc.stdout
     assert f"    {disk}/epoch-2.ckpt (epoch 2): no space left" in proc.stdout
     assert f"    {disk}/last.ckpt (epoch 3): no space left" in proc.stdout

@@ -79,7 +79,8 @@ def test_trials_with_the_same_parameters_each_train_their_own_run(tmp_path: Path
     cmd = [
         BZ_TRAIN, "hparams_search=optuna", "hydra.sweeper.params={optimizer.lr: 'choice(0.01)', model.dropout: 'choice(0.0)'}",
         "hydra.sweeper.n_trials=2", "hydra.sweeper.pruner=null",
-        "epochs=2", "trainer.limit_train_batches=2", "trainer.limit_val_batches=2", "print_config=false",
+        # Not a debug run (no limit_*_batches): those are never stored, so nothing could be reused.
+        "epochs=2", "data.batch_size=512", "print_config=false",
         "plugins=none", f"paths.runs_dir={tmp_path / 'runs'}", f"hydra.sweep.dir={sweep}",
     ]
     proc = subprocess.run(cmd, cwd=tmp_path, capture_output=True, text=True, timeout=300,

@@ -95,7 +95,7 @@ def load_summary(sweep_dir: str | os.PathLike[str]) -> dict[str, Any]:
 
 def _optimized_metric(sweep_dir: Path) -> str | None:
     """What the jobs ranked by: each job's ``metrics.json`` names it."""
-    from bz_lightning.cli.train import METRICS_FILE
+    from bz_lightning.cli._constants import METRICS_FILE
 
     for path in sorted(sweep_dir.glob(f"*/{METRICS_FILE}")):
         try:
