@@ -151,10 +151,9 @@ def test_a_2x2_sweep_on_slurm_ends_with_the_local_launchers_summary_rows(tmp_pat
 
 
 # ------------------------------------------------------------------------------ preemption
-# One epoch is 1,438 batches of one digit (a few seconds): long enough to interrupt the job
-# twice in the middle of it. Progress lines every 100 batches tell the test where training is.
-# A progress line every 100 batches (refresh_seconds=0: by count, not by time), which the
-# test reads to know how far the job got.
+# One epoch is 1,258 batches of one digit (a few seconds): long enough to interrupt the job
+# twice in the middle of it. Progress lines every 100 batches (refresh_seconds=0: by count,
+# not by time) tell the test where training is.
 PREEMPT = ["data.batch_size=1", "epochs=2", "print_config=false", "plugins=[console_out]",
            "plugins.console_out.update_interval=100", "plugins.console_out.refresh_seconds=0"]
 TRAIN_BATCHES = 1258  # digits at batch size 1: 1,797 minus 20 % val and 10 % test
